@@ -1,0 +1,19 @@
+"""User-facing errors.
+
+Anything a user can fix (bad input, missing file, unknown name) raises `UserError`; the CLI prints its
+message as one line and exits 2. Everything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """An error caused by the user's input; the message says what is wrong and what to do."""
+
+    exit_code = 2
+
+
+class MissingExtra(UserError):
+    def __init__(self, what: str, extra: str, package: str):
+        super().__init__(
+            f"{what} needs the optional package '{package}': install it with "
+            f"`pip install 'aloekit[{extra}]'`"
+        )
