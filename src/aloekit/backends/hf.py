@@ -35,6 +35,7 @@ class HFBackend(Backend):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # the per-load 'Loading weights' bar is noise next to our own
         self.cfg = cfg or ModelConfig()
         self.device = pick_device(self.cfg.device)
         self.dtype = pick_dtype(self.cfg.dtype, self.device)
