@@ -132,16 +132,17 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Registered models."""
     from dataclasses import asdict
 
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from .models import REGISTRY, models_dir
     if as_json:
         print(json.dumps([asdict(s) for s in REGISTRY.values()], indent=2))
         return
-    t = Table("name", "params", "source", "hub id", "prepared", "notes")
+    t = Table(Column("name", no_wrap=True), "params", "prepared", Column("hub id", overflow="fold"),
+              Column("notes", overflow="fold"))
     for s in REGISTRY.values():
         prepared = "yes" if (models_dir() / s.name / "aloekit_source.json").is_file() else ""
-        t.add_row(s.name, s.params, s.source, s.hub_id, prepared, s.description)
+        t.add_row(s.name, s.params, prepared, s.hub_id, s.description)
     con.out.print(t)
 
 
@@ -227,6 +228,8 @@ def demo(
 
 
 # --- stage commands: each stage package registers its own verbs (one line each) ---
+from .redteam.cli import register as _r_redteam; _r_redteam(app)  # noqa: E402,E702
+from .data.cli import register as _r_data; _r_data(app)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -183,7 +183,7 @@ class HFBackend(Backend):
             if width == 0:
                 return scores
             gidx = torch.tensor([g for g, _ in rows], device=self.device)
-            cache = o.past_key_values
+            cache = o.cache
             cache.batch_select_indices(gidx)  # one cache row per continuation, shared prefix computed once
             pad = self.tok.pad_token_id
             ids = torch.tensor([cont[:-1] + [pad] * (width - len(cont) + 1) for _, cont in rows],
@@ -192,7 +192,7 @@ class HFBackend(Backend):
                                  device=self.device)
             mask = torch.cat([prefix["attention_mask"][gidx], cmask], dim=1)
             cpos = lens[gidx].unsqueeze(1) + torch.arange(width, device=self.device).unsqueeze(0)
-            o2 = self.model(input_ids=ids, attention_mask=mask, position_ids=cpos, past_key_values=cache,
+            o2 = self.model(input_ids=ids, attention_mask=mask, position_ids=cpos, cache=cache,
                             use_cache=False)
             logp = F.log_softmax(o2.logits.float(), dim=-1)
             for k, (_, cont) in enumerate(rows):

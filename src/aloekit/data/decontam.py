@@ -1,0 +1,208 @@
+"""N-gram decontamination against the test split of every registered benchmark.
+
+The index holds every word n-gram (default 13) of each benchmark item's question AND options (and context
+where the benchmark has one): MCQ answers are often one letter, so matching on the answer alone finds nothing.
+Items shorter than n words are indexed whole, so short benchmark questions are still caught verbatim.
+The benchmark readers here are our own small ones over the original files in the shared data folder.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from pydantic import Field
+
+from ..config import StrictModel
+from ..errors import UserError
+from ..paths import data_dir as _data_dir
+from .dedup import normalise
+from .readers import BadRows, read_headqa, read_medmcqa, read_medsafetybench, read_mmlu, read_pubmedqa
+from .records import Record
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    local: str | None  # relative to the data dir; None = hub only (reported as not checked)
+    reader: Callable | None
+    hub_id: str
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
+    Benchmark("medmcqa", "medmcqa_dev/dev.json", read_medmcqa, "openlifescienceai/medmcqa:validation"),
+    Benchmark("mmlu_medical", "mmlu_medical/test", read_mmlu, "cais/mmlu:test (6 medical subjects)"),
+    Benchmark("headqa", "headqa_en/test_HEAD_EN.json", read_headqa, "head_qa:en:test"),
+    Benchmark("pubmedqa", "pubmedqa_pqal/ori_pqal.json", partial(read_pubmedqa, split="test"),
+              "qiaojin/PubMedQA:pqa_labeled (500 official test PMIDs)"),
+    Benchmark("medsafetybench", "medsafetybench/test", read_medsafetybench, "MedSafetyBench test (MedSafety-Eval)"),
+    Benchmark("medqa", None, None, "GBaker/MedQA-USMLE-4-options:test"),
+    Benchmark("careqa", None, None, "HPAI-BSC/CareQA"),
+]}
+
+
+class DecontamConfig(StrictModel):
+    enabled: bool = True
+    n: int = Field(13, ge=3, le=50)
+    benchmarks: list[str] = Field(default_factory=lambda: ["all"])
+
+
+def _grams(words: Sequence[str], n: int) -> Iterable[tuple]:
+    return (tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+class NgramIndex:
+    """n-gram -> bitmask of benchmarks containing it. Built once; each record costs one pass of set lookups."""
+
+    def __init__(self, n: int = 13):
+        self.n = n
+        self.grams: dict[tuple, int] = {}
+        self.short_lengths: set[int] = set()  # lengths (< n) of benchmark items indexed whole
+        self.names: list[str] = []
+        self.items: dict[str, int] = {}
+
+    def add_benchmark(self, name: str, texts: Iterable[str]) -> None:
+        bit = 1 << len(self.names)
+        self.names.append(name)
+        count = 0
+        for t in texts:
+            count += 1
+            words = normalise(t).split()
+            if not words:
+                continue
+            if len(words) < self.n:
+                self.short_lengths.add(len(words))
+                key = tuple(words)
+                self.grams[key] = self.grams.get(key, 0) | bit
+                continue
+            for g in _grams(words, self.n):
+                self.grams[g] = self.grams.get(g, 0) | bit
+        self.items[name] = count
+
+    def match(self, text: str) -> int:
+        """Bitmask of the benchmarks sharing at least one n-gram with `text` (0 = clean)."""
+        words = normalise(text).split()
+        grams = self.grams
+        hit = 0
+        for L in (self.n, *self.short_lengths):
+            if len(words) < L:
+                continue
+            for i in range(len(words) - L + 1):
+                m = grams.get(tuple(words[i:i + L]))
+                if m:
+                    hit |= m
+        return hit
+
+    def names_of(self, mask: int) -> list[str]:
+        return [n for i, n in enumerate(self.names) if mask >> i & 1]
+
+
+def benchmark_texts(name: str, data_dir: str | None) -> list[str] | None:
+    """The test items' question + options (+ context) text, or None if the benchmark's files are absent."""
+    b = BENCHMARKS[name]
+    if b.local is None:
+        return None
+    root = _data_dir(data_dir, required=False)
+    if root is None or not (root / b.local).exists():
+        return None
+    recs = b.reader(root / b.local, f"benchmark:{name}", "", BadRows(skip=True))
+    return [r.prompt_text() for r in recs]
+
+
+def build_index(cfg: DecontamConfig, data_dir: str | None) -> tuple[NgramIndex, dict[str, str]]:
+    """-> index and a status per benchmark ("checked: N items" / "not available locally ..."). A benchmark
+    named explicitly that cannot be read is an error; with 'all', missing ones are reported on the card."""
+    names = list(BENCHMARKS) if cfg.benchmarks == ["all"] else cfg.benchmarks
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise UserError(f"decontam.benchmarks: unknown benchmark(s) {', '.join(unknown)}; registered: "
+                        f"{', '.join(BENCHMARKS)} (or 'all')")
+    index = NgramIndex(cfg.n)
+    status = {}
+    for n in names:
+        texts = benchmark_texts(n, data_dir)
+        if texts is None:
+            if cfg.benchmarks != ["all"]:
+                raise UserError(f"decontam: benchmark '{n}' has no local test split ({BENCHMARKS[n].hub_id}); "
+                                "set data_dir or drop it from decontam.benchmarks")
+            status[n] = f"NOT CHECKED: no local test split ({BENCHMARKS[n].hub_id})"
+            continue
+        index.add_benchmark(n, texts)
+        status[n] = f"checked: {len(texts)} test items"
+    return index, status
+
+
+def decontaminate(records: Sequence[Record], index: NgramIndex) -> tuple[list[Record], dict]:
+    removed: dict[str, Counter] = defaultdict(Counter)  # benchmark -> source -> rows
+    examples: dict[str, list[str]] = defaultdict(list)
+    total_removed: Counter = Counter()
+    kept = []
+    for r in records:
+        mask = index.match(r.prompt_text())
+        if not mask:
+            kept.append(r)
+            continue
+        total_removed[r.source] += 1
+        for b in index.names_of(mask):
+            removed[b][r.source] += 1
+            if len(examples[b]) < 3:
+                examples[b].append(r.id)
+    return kept, {"removed_by_benchmark": {k: dict(v) for k, v in removed.items()},
+                  "removed_by_source": dict(total_removed), "examples": dict(examples)}
+
+
+# ---------------------------------------------------------------- audit of any dataset
+
+def rows_to_records(rows: Iterable[dict], source: str) -> list[Record]:
+    """Canonical records, chat rows (`messages`), preference rows or plain question rows -> Records."""
+    out = []
+    for i, row in enumerate(rows):
+        if row.get("kind") in ("mcq", "qa", "chat", "preference"):
+            out.append(Record.from_dict({**row, "source": source}))
+        elif isinstance(row.get("messages"), list):
+            out.append(Record("chat", source, str(row.get("id", i)), messages=row["messages"]))
+        elif "prompt" in row:
+            p = row["prompt"]
+            text = " ".join(m.get("content", "") for m in p) if isinstance(p, list) else str(p)
+            out.append(Record("preference", source, str(row.get("id", i)), prompt=text))
+        elif "question" in row:
+            opts = row.get("options") or {}
+            if isinstance(opts, list):
+                opts = {chr(65 + j): str(o) for j, o in enumerate(opts)}
+            out.append(Record("mcq" if opts else "qa", source, str(row.get("id", i)), question=str(row["question"]),
+                              options={k: str(v) for k, v in opts.items()}, context=str(row.get("context") or "")))
+        else:
+            text = " ".join(str(v) for v in row.values() if isinstance(v, str))
+            out.append(Record("qa", source, str(row.get("id", i)), question=text))
+    return out
+
+
+def load_any(dataset: str, data_dir: str | None) -> list[Record]:
+    """A registered source name, a canonical/chat JSONL file, or a `save_to_disk` folder."""
+    from .readers import iter_table
+    from .sources import REGISTRY, SourceConfig, load_source
+    p = Path(dataset)
+    if p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
+        import datasets
+        ds = datasets.load_from_disk(str(p))
+        splits = ds.values() if isinstance(ds, datasets.DatasetDict) else [ds]
+        return [r for s in splits for r in rows_to_records(s, p.name)]
+    if p.is_file():
+        return rows_to_records((row for _, row in iter_table(p, p.name, BadRows(skip=False))), p.name)
+    if dataset in REGISTRY:
+        return list(load_source(SourceConfig(name=dataset), data_dir, BadRows(skip=True)))
+    raise UserError(f"--dataset {dataset}: not a file, a saved dataset folder, or a registered source "
+                    f"({', '.join(REGISTRY)})")
+
+
+def audit(dataset: str, cfg: DecontamConfig, data_dir: str | None) -> dict:
+    records = load_any(dataset, data_dir)
+    index, status = build_index(cfg, data_dir)
+    kept, rep = decontaminate(records, index)
+    return {"dataset": dataset, "n": cfg.n, "rows": len(records), "contaminated_rows": len(records) - len(kept),
+            "benchmarks": status,
+            "contaminated_by_benchmark": {b: sum(v.values()) for b, v in rep["removed_by_benchmark"].items()},
+            "examples": rep["examples"]}

@@ -1,0 +1,117 @@
+"""Exact (normalised hash) and near-duplicate (MinHash LSH, datasketch) dedup, within and across sources.
+
+Records are visited in config order, so the first source listed wins a duplicate pair. Speed comes from
+using datasketch well rather than re-implementing it: exact duplicates are dropped by hash before any MinHash
+is computed, the permutations are generated once and shared by every MinHash, and each record is hashed with
+one vectorised `update_batch`. The signatures are the same ones a plain per-record `MinHash().update()` loop
+gives, so the kept set is identical to that loop's (benchmarks/data_pipeline.py checks it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, defaultdict
+from typing import Callable, Sequence
+
+from pydantic import Field
+
+from ..config import StrictModel
+from .records import Record
+
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+
+
+class DedupConfig(StrictModel):
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.8, gt=0.0, le=1.0)  # estimated Jaccard over word shingles
+    num_perm: int = Field(128, ge=16, le=1024)
+    shingle: int = Field(3, ge=1, le=10)  # words per shingle
+    seed: int = 1  # MinHash permutation seed (kept apart from the pipeline seed: changing it changes results)
+
+
+def normalise(text: str) -> str:
+    return _NON_WORD.sub(" ", text.lower()).strip()
+
+
+def shingles(text: str, n: int) -> list[bytes]:
+    words = normalise(text).split()
+    if len(words) <= n:
+        return [" ".join(words).encode()] if words else []
+    return sorted({" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)})
+
+
+class NearDedup:
+    """Streaming MinHash-LSH index: `seen(text)` says whether a near-duplicate was added before."""
+
+    def __init__(self, threshold: float, num_perm: int = 128, shingle: int = 3, seed: int = 1):
+        from datasketch import MinHash, MinHashLSH
+        self._MinHash = MinHash
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.num_perm, self.shingle, self.seed = num_perm, shingle, seed
+        proto = MinHash(num_perm=num_perm, seed=seed)
+        self.perms, self.scheme = proto.permutations, proto.scheme
+        self.n = 0
+
+    def minhash(self, text: str):
+        m = self._MinHash(num_perm=self.num_perm, seed=self.seed, permutations=self.perms,
+                           scheme=self.scheme)
+        m.update_batch(shingles(text, self.shingle))
+        return m
+
+    def check_and_add(self, key: str, text: str) -> str | None:
+        """The key of an earlier near-duplicate, or None (and then `text` is indexed under `key`)."""
+        m = self.minhash(text)
+        hits = self.lsh.query(m)
+        if hits:
+            return min(hits)  # any hit drops the record; min() only makes the reported partner stable
+        self.lsh.insert(key, m, check_duplication=False)
+        self.n += 1
+        return None
+
+
+def exact_key(text: str) -> str:
+    return hashlib.sha1(normalise(text).encode()).hexdigest()
+
+
+def dedup(records: Sequence[Record], cfg: DedupConfig, text_of: Callable[[Record], str] = Record.dedup_text
+          ) -> tuple[list[Record], dict]:
+    """-> kept records and a report: removed per step and source, and cross-source pairs."""
+    removed: dict[str, Counter] = {"exact": Counter(), "near": Counter()}
+    cross: Counter = Counter()  # (removed source, kept source) pairs across sources
+    seen_exact: dict[str, str] = {}
+    near = NearDedup(cfg.threshold, cfg.num_perm, cfg.shingle, cfg.seed) if cfg.near else None
+    by_key: dict[str, str] = {}
+    kept = []
+    for i, r in enumerate(records):
+        text = text_of(r)
+        if cfg.exact:
+            k = exact_key(text)
+            if k in seen_exact:
+                removed["exact"][r.source] += 1
+                cross[(r.source, seen_exact[k])] += seen_exact[k] != r.source
+                continue
+            seen_exact[k] = r.source
+        if near is not None:
+            key = f"{i}"
+            hit = near.check_and_add(key, text)
+            if hit is not None:
+                removed["near"][r.source] += 1
+                cross[(r.source, by_key[hit])] += by_key[hit] != r.source
+                continue
+            by_key[key] = r.source
+        kept.append(r)
+    report = {
+        "removed": {k: dict(v) for k, v in removed.items()},
+        "cross_source": [{"removed_from": a, "duplicate_of": b, "rows": n} for (a, b), n in sorted(cross.items())
+                         if n],
+    }
+    return kept, report
+
+
+def group_counts(records: Sequence[Record]) -> dict[str, int]:
+    c: dict[str, int] = defaultdict(int)
+    for r in records:
+        c[r.source] += 1
+    return dict(c)

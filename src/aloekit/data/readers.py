@@ -1,0 +1,367 @@
+"""Readers: each source's original file format -> canonical `Record`s, with provenance on every row.
+
+Bad input raises `UserError` naming the source, file and line; with `skip_bad=True` the row is counted in
+`BadRows` instead (the data card reports the count), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ..errors import UserError
+from .records import LETTERS, Record, stable_id
+
+
+class BadRows:
+    """Counts rows skipped for bad input, per source, with the first reason seen (for the card)."""
+
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self.counts: Counter = Counter()
+        self.examples: dict[str, str] = {}
+
+    def bad(self, source: str, where: str, why: str) -> None:
+        msg = f"source '{source}': {where}: {why}"
+        if not self.skip:
+            raise UserError(msg + "; fix the row, the field mapping, or set skip_bad_rows: true")
+        self.counts[source] += 1
+        self.examples.setdefault(source, msg)
+
+
+def _open_text(path: Path, source: str):
+    if not path.is_file():
+        raise UserError(f"source '{source}': file {path} does not exist; check the path or data_dir")
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"source '{source}': {path}: not UTF-8 text (byte {e.start}); re-encode it as UTF-8") \
+            from None
+    except (OSError, EOFError) as e:
+        raise UserError(f"source '{source}': cannot read {path}: {e}") from None
+
+
+def _load_json(path: Path, source: str) -> Any:
+    try:
+        return json.loads(_open_text(path, source))
+    except json.JSONDecodeError as e:
+        raise UserError(f"source '{source}': {path} line {e.lineno}: invalid JSON ({e.msg})") from None
+
+
+def iter_jsonl(path: Path, source: str, bad: BadRows) -> Iterator[tuple[int, dict]]:
+    for n, line in enumerate(_open_text(path, source).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad.bad(source, f"{path} line {n}", f"invalid JSON ({e.msg})")
+            continue
+        if not isinstance(row, dict):
+            bad.bad(source, f"{path} line {n}", f"expected a JSON object, got {type(row).__name__}")
+            continue
+        yield n, row
+
+
+def iter_csv(path: Path, source: str, header: bool = True, columns: list[str] | None = None
+             ) -> Iterator[tuple[int, dict]]:
+    text = _open_text(path, source)
+    try:
+        reader = csv.reader(io.StringIO(text))
+        rows = list(reader)
+    except csv.Error as e:
+        raise UserError(f"source '{source}': {path}: invalid CSV ({e})") from None
+    if not rows:
+        return
+    names = rows[0] if header else columns or [str(i) for i in range(len(rows[0]))]
+    start = 1 if header else 0
+    for i, r in enumerate(rows[start:], start + 1):  # 1-based line numbers as an editor shows them
+        if not any(c.strip() for c in r):
+            continue
+        yield i, dict(zip(names, r))
+
+
+def iter_table(path: Path, source: str, bad: BadRows) -> Iterator[tuple[int, dict]]:
+    """Generic tabular input by extension: .jsonl/.json/.csv/.tsv/.parquet (optionally .gz)."""
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    ext = suffixes[-1] if suffixes else ""
+    if ext == ".jsonl" or (ext == ".json" and _looks_jsonl(path, source)):
+        yield from iter_jsonl(path, source, bad)
+    elif ext == ".json":
+        data = _load_json(path, source)
+        if isinstance(data, dict):  # {id: row} as PubMedQA ships
+            data = [{"_key": k, **v} if isinstance(v, dict) else {"_key": k, "value": v} for k, v in data.items()]
+        if not isinstance(data, list):
+            raise UserError(f"source '{source}': {path}: expected a JSON list or object of rows")
+        for i, row in enumerate(data, 1):
+            if not isinstance(row, dict):
+                bad.bad(source, f"{path} row {i}", "expected a JSON object")
+                continue
+            yield i, row
+    elif ext in (".csv", ".tsv"):
+        yield from iter_csv(path, source)
+    elif ext == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several unrelated types for a bad file
+            raise UserError(f"source '{source}': cannot read parquet {path}: {str(e)[:200]}") from None
+        for i, row in enumerate(table.to_pylist(), 1):
+            yield i, row
+    else:
+        raise UserError(f"source '{source}': {path}: unknown format '{ext}'; use .jsonl, .json, .csv or .parquet")
+
+
+def _looks_jsonl(path: Path, source: str) -> bool:
+    first = _open_text(path, source).lstrip()[:1]
+    if first != "{":
+        return False
+    try:
+        json.loads(_open_text(path, source))
+        return False
+    except json.JSONDecodeError:
+        return True
+
+
+# ---------------------------------------------------------------- field mapping (generic sources)
+
+def _get(row: dict, key: str, source: str, where: str) -> Any:
+    """`a.b` reaches into nested objects. A key absent from the row is a mapping error, not an empty value."""
+    node: Any = row
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            have = ", ".join(sorted(row)[:12])
+            raise KeyError(f"field '{key}' not found (row has: {have})")
+    return node
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v != v:  # NaN from pandas/parquet
+        return ""
+    return str(v)
+
+
+def parse_answer(raw: Any, options: dict[str, str]) -> str:
+    """A letter, a 0/1-based index, or the option's text -> the option letter ('' when it matches none)."""
+    s = _text(raw).strip()
+    if s.upper() in options:
+        return s.upper()
+    if s.isdigit():
+        i = int(s)
+        letters = sorted(options)
+        # 1-based is the common convention in medical MCQ files (MedMCQA cop, HeadQA ra); 0 can only be 0-based
+        if i == 0:
+            return letters[0] if letters else ""
+        return letters[i - 1] if i - 1 < len(letters) else ""
+    for k, v in options.items():
+        if v.strip().lower() == s.lower() and s:
+            return k
+    return ""
+
+
+def map_row(row: dict, kind: str, fields: dict[str, Any], source: str, where: str, rid: str,
+            provenance: dict) -> Record:
+    """Build a Record from one row with a user field mapping; raises KeyError on a missing field."""
+    rec = Record(kind=kind, source=source, id=rid, provenance=provenance)
+    f = fields
+    if kind == "mcq":
+        rec.question = _text(_get(row, f.get("question", "question"), source, where))
+        opt_spec = f.get("options", "options")
+        if isinstance(opt_spec, list):
+            vals = [_text(_get(row, c, source, where)) for c in opt_spec]
+            rec.options = {LETTERS[i]: v for i, v in enumerate(vals)}
+        else:
+            v = _get(row, opt_spec, source, where)
+            if isinstance(v, dict):
+                rec.options = {str(k).upper(): _text(x) for k, x in v.items()}
+            elif isinstance(v, list):
+                rec.options = {LETTERS[i]: _text(x) for i, x in enumerate(v)}
+            else:
+                raise KeyError(f"field '{opt_spec}' must be a list or a letter->text object")
+        rec.answer = parse_answer(_get(row, f.get("answer", "answer"), source, where), rec.options)
+        if not rec.answer:
+            rec.provenance["raw_answer"] = _text(_get(row, f.get("answer", "answer"), source, where))
+        for opt in ("explanation", "context"):
+            if opt in f:
+                setattr(rec, opt, _text(_get(row, f[opt], source, where)))
+    elif kind == "qa":
+        rec.question = _text(_get(row, f.get("question", "question"), source, where))
+        rec.answer = _text(_get(row, f.get("answer", "answer"), source, where))
+        if "context" in f:
+            ctx = _get(row, f["context"], source, where)
+            rec.context = " ".join(map(_text, ctx)) if isinstance(ctx, list) else _text(ctx)
+    elif kind == "chat":
+        msgs = _get(row, f.get("messages", "messages"), source, where)
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                 for m in msgs):
+            raise KeyError(f"field '{f.get('messages', 'messages')}' must be a list of {{role, content}}")
+        rec.messages = [{"role": str(m["role"]), "content": _text(m["content"])} for m in msgs]
+    elif kind == "preference":
+        for name in ("prompt", "chosen", "rejected"):
+            setattr(rec, name, _text(_get(row, f.get(name, name), source, where)))
+    else:
+        raise UserError(f"source '{source}': unknown kind '{kind}'; use mcq, qa, chat or preference")
+    return rec
+
+
+def read_generic(path: Path, source: str, kind: str, fields: dict, license: str, bad: BadRows) -> Iterator[Record]:
+    for n, row in iter_table(path, source, bad):
+        where = f"{path} line {n}"
+        rid = str(row.get(fields.get("id", "id"), "")) or f"{n}"
+        try:
+            yield map_row(row, kind, fields, source, where, f"{source}:{rid}",
+                          {"file": str(path), "line": n, "license": license})
+        except KeyError as e:
+            # a mapping to a field that no row has is a config error: fail on the first row regardless
+            msg = f"{where}: {e.args[0]}; fix 'fields' in the source config"
+            if n <= 1 or not bad.skip:
+                raise UserError(f"source '{source}': {msg}") from None
+            bad.bad(source, where, e.args[0])
+
+
+# ---------------------------------------------------------------- the original formats in shared/data
+
+def read_headqa(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
+    data = _load_json(path, source)
+    exams = data.get("exams") if isinstance(data, dict) else None
+    if not isinstance(exams, dict):
+        raise UserError(f"source '{source}': {path}: not a HEAD-QA file (no 'exams' object)")
+    for exam_name in sorted(exams):
+        for i, q in enumerate(exams[exam_name].get("data", [])):
+            where = f"{path} exam {exam_name} question {i + 1}"
+            try:
+                answers = sorted(q["answers"], key=lambda a: int(a["aid"]))
+                options = {LETTERS[j]: _text(a["atext"]) for j, a in enumerate(answers)}
+                ans = {int(a["aid"]): LETTERS[j] for j, a in enumerate(answers)}.get(int(q["ra"]), "")
+                rec = Record("mcq", source, f"{source}:{exam_name}:{q['qid']}", question=_text(q["qtext"]),
+                             options=options, answer=ans,
+                             provenance={"file": str(path), "exam": exam_name, "qid": q["qid"], "license": license})
+            except (KeyError, TypeError, ValueError) as e:
+                bad.bad(source, where, f"malformed question ({e!r})")
+                continue
+            if q.get("image"):
+                rec.tags.append("needs_image")
+            yield rec
+
+
+def read_pubmedqa(path: Path, source: str, license: str, bad: BadRows, split: str = "pool") -> Iterator[Record]:
+    """PQA-L: the 500 official test PMIDs are the benchmark; the other 500 are the train pool."""
+    data = _load_json(path, source)
+    test_ids = set(_load_json(path.parent / "test_ground_truth.json", source))
+    for pmid in sorted(data):
+        if (pmid in test_ids) != (split == "test"):
+            continue
+        r = data[pmid]
+        try:
+            options = {"A": "yes", "B": "no", "C": "maybe"}
+            ans = {"yes": "A", "no": "B", "maybe": "C"}.get(r["final_decision"], "")
+            yield Record("mcq", source, f"{source}:{pmid}", question=_text(r["QUESTION"]), options=options,
+                         answer=ans, explanation=_text(r.get("LONG_ANSWER")),
+                         context=" ".join(map(_text, r.get("CONTEXTS", []))),
+                         provenance={"file": str(path), "pmid": pmid, "license": license})
+        except (KeyError, TypeError) as e:
+            bad.bad(source, f"{path} PMID {pmid}", f"malformed entry ({e!r})")
+
+
+def read_medmcqa(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
+    for n, r in iter_jsonl(path, source, bad):
+        try:
+            options = {L: _text(r[k]) for L, k in zip("ABCD", ("opa", "opb", "opc", "opd"))}
+            cop = int(r["cop"])
+            rec = Record("mcq", source, f"{source}:{r['id']}", question=_text(r["question"]), options=options,
+                         answer="ABCD"[cop - 1] if 1 <= cop <= 4 else "", explanation=_text(r.get("exp")),
+                         provenance={"file": str(path), "line": n, "license": license,
+                                     "subject": r.get("subject_name"), "choice_type": r.get("choice_type")})
+        except (KeyError, TypeError, ValueError) as e:
+            bad.bad(source, f"{path} line {n}", f"missing or bad field ({e!r})")
+            continue
+        yield rec
+
+
+def read_mmlu(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
+    """A folder of header-less hendrycks CSVs (question, A, B, C, D, answer)."""
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    if not files:
+        raise UserError(f"source '{source}': no .csv files in {path}")
+    for f in files:
+        for n, r in iter_csv(f, source, header=False, columns=["q", "A", "B", "C", "D", "ans"]):
+            if len(r) < 6 or r["ans"].strip() not in "ABCD" or not r["ans"].strip():
+                bad.bad(source, f"{f} line {n}", "expected 6 columns ending in an answer letter A-D")
+                continue
+            yield Record("mcq", source, f"{source}:{f.stem}:{n}", question=r["q"],
+                         options={k: r[k] for k in "ABCD"}, answer=r["ans"].strip(),
+                         provenance={"file": str(f), "line": n, "subject": f.stem, "license": license})
+
+
+def read_medsafetybench(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
+    """A split folder (train/ or test/) of {gpt4,llama2}/med_safety_demonstrations_category_N.csv."""
+    files = sorted(path.rglob("*.csv"))
+    if not files:
+        raise UserError(f"source '{source}': no .csv files under {path}")
+    for f in files:
+        for n, r in iter_csv(f, source):
+            req, safe = r.get("harmful_medical_request", ""), r.get("safe_response", "")
+            if "harmful_medical_request" not in r or "safe_response" not in r:
+                raise UserError(f"source '{source}': {f}: expected columns harmful_medical_request, safe_response")
+            yield Record("qa", source, f"{source}:{f.parent.name}:{f.stem}:{n}", question=req, answer=safe,
+                         tags=["safety", "harmful_request"],
+                         provenance={"file": str(f), "line": n, "category": f.stem.rsplit("_", 1)[-1],
+                                     "generator": f.parent.name, "license": license})
+
+
+def read_hh_rlhf(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
+    """Anthropic HH: full dialogues in chosen/rejected sharing a prefix; the last assistant turn differs."""
+    for n, r in iter_jsonl(path, source, bad):
+        chosen, rejected = _text(r.get("chosen")), _text(r.get("rejected"))
+        common = 0
+        while common < min(len(chosen), len(rejected)) and chosen[common] == rejected[common]:
+            common += 1
+        # the prompt ends at the last assistant turn both dialogues share
+        cut = chosen.rfind("\n\nAssistant:", 0, common)
+        if cut < 0:
+            bad.bad(source, f"{path} line {n}", "chosen/rejected do not share a dialogue prefix")
+            continue
+        prompt = chosen[:cut].replace("\n\nHuman:", "\nHuman:").strip()
+        yield Record("preference", source, f"{source}:{n}", prompt=prompt,
+                     chosen=chosen[cut + len("\n\nAssistant:"):].strip(),
+                     rejected=rejected[cut + len("\n\nAssistant:"):].strip(),
+                     provenance={"file": str(path), "line": n, "license": license})
+
+
+def read_canonical(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
+    """aloekit's own JSONL (the demo corpus, `records.jsonl` of a build): rows already canonical."""
+    for n, r in iter_jsonl(path, source, bad):
+        if r.get("kind") not in ("mcq", "qa", "chat", "preference"):
+            bad.bad(source, f"{path} line {n}", f"unknown kind {r.get('kind')!r}")
+            continue
+        rec = Record.from_dict({**r, "source": source})
+        rec.id = f"{source}:{r.get('id') or stable_id(r)}"
+        rec.provenance = {**r.get("provenance", {}), "file": str(path), "line": n, "license": license}
+        if rec.kind == "mcq" and rec.answer and rec.answer not in rec.options:
+            rec.answer = parse_answer(rec.answer, rec.options)
+        yield rec
+
+
+LOCAL_READERS: dict[str, Callable[..., Iterable[Record]]] = {
+    "headqa": read_headqa,
+    "pubmedqa": read_pubmedqa,
+    "medmcqa": read_medmcqa,
+    "mmlu": read_mmlu,
+    "medsafetybench": read_medsafetybench,
+    "hh_rlhf": read_hh_rlhf,
+    "canonical": read_canonical,
+}

@@ -1,0 +1,6 @@
+"""Medical benchmark evaluation, lm-evaluation-harness compatible (see docs/eval.md)."""
+
+from .runner import EvalConfig, markdown, run
+from .tasks import GROUPS, TASKS
+
+__all__ = ["EvalConfig", "GROUPS", "TASKS", "markdown", "run"]

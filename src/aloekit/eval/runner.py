@@ -1,0 +1,182 @@
+"""`run(cfg)`: load the benchmarks, score them, write results.json + samples_<task>.jsonl + a Markdown table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .. import console as con
+from ..config import ModelConfig, SamplingConfig, StrictModel
+from ..errors import UserError
+from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..paths import data_dir as resolve_data_dir
+from . import metrics as M
+from .scoring import generate_answers, parse_answer, score_letter, score_loglik
+from .tasks import TASKS, expand
+
+Scoring = Literal["loglik", "letter", "generate"]
+
+
+class EvalConfig(StrictModel):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tasks: list[str] = Field(default_factory=lambda: ["multimedqa"])
+    scoring: Scoring = "loglik"
+    limit: int | None = Field(None, ge=1, description="first N questions of each task, as lm-eval's --limit")
+    data_dir: str | None = None
+    hub: bool = False  # load from the Hugging Face hub instead of --data-dir
+    skip_bad_rows: bool = False
+    max_new_tokens: int = Field(256, ge=1, description="generate scoring only")
+    seed: int = 0
+    output: str | None = None
+
+
+def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
+    """Evaluate and return the results dict (also written to cfg.output/results.json when output is set)."""
+    names, groups = expand(cfg.tasks)
+    root = None if cfg.hub else resolve_data_dir(cfg.data_dir)
+    t0 = time.time()
+
+    loaded = {}
+    for name in names:  # load everything first: a bad file fails before minutes of scoring
+        loaded[name] = TASKS[name].load(root, cfg.skip_bad_rows, cfg.limit)
+        if loaded[name].skipped:
+            con.note(f"[yellow]{name}: skipped {loaded[name].skipped} bad row(s), first at "
+                     f"{loaded[name].skipped_where[0]}[/yellow]")
+    t_load_data = time.time() - t0
+
+    run_dir = None
+    if cfg.output:
+        from ..rundir import RunDir
+        run_dir = RunDir(cfg.output, "eval", cfg, seed=cfg.seed,
+                         inputs={n: r.source for n, r in loaded.items() if Path(r.source).exists()})
+    t1 = time.time()
+    if backend is None:
+        from ..backends import load_backend
+        backend = load_backend(cfg.model)
+    t_load_model = time.time() - t1
+
+    results: dict[str, Any] = {}
+    samples: dict[str, list[dict]] = {}
+    configs: dict[str, Any] = {}
+    subjects: dict[str, Any] = {}
+    n_samples: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    for name in names:
+        task, rows = TASKS[name], loaded[name]
+        docs = rows.docs
+        scoring = cfg.scoring if cfg.scoring in task.modes else "loglik"
+        if scoring != cfg.scoring:
+            con.note(f"{name}: scored with loglik ({cfg.scoring} does not apply to {task.kind})")
+        t = time.time()
+        texts: list[str | None] = [None] * len(docs)
+        if scoring == "loglik":
+            scores = score_loglik(backend, docs, task.delimiter, name)
+            preds = [M.argmax(s) for s in scores]
+        elif scoring == "letter":
+            scores = score_letter(backend, docs, name)
+            preds = [M.argmax(s) for s in scores]
+        else:
+            sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed)
+            texts = generate_answers(backend, docs, sampling, name)
+            scores = [None] * len(docs)
+            preds = [parse_answer(x, len(d.options)) for x, d in zip(texts, docs)]
+        timings[name] = round(time.time() - t, 3)
+
+        per = [M.per_doc(task.kind, scoring, d, s, p) for d, s, p in zip(docs, scores, preds)]
+        res = {"alias": name, **M.aggregate(task.kind, docs, per)}
+        res["baselines"] = M.baselines(task.kind, docs)
+        results[name] = res
+        subjects[name] = M.by_subject(task.kind, docs, per)
+        n_samples[name] = {"effective": len(docs), "skipped": rows.skipped}
+        configs[name] = {"task": name, "title": task.title, "kind": task.kind, "scoring": scoring,
+                         "source": rows.source, "target_delimiter": task.delimiter,
+                         "prompt": "loglik context, e.g. " + repr(docs[0].context[-200:])
+                         if scoring == "loglik" else f"chat template; {scoring}"}
+        samples[name] = [_sample(d, s, p, x, r) for d, s, p, x, r in zip(docs, scores, preds, texts, per)]
+
+    for g, members in groups.items():
+        results[g] = {"alias": g, **M.group_metrics([(results[m], n_samples[m]["effective"]) for m in members])}
+
+    out = {
+        "results": results,
+        "groups": {g: results[g] for g in groups},
+        "group_subtasks": dict(groups),
+        "subjects": subjects,
+        "n-samples": n_samples,
+        "configs": configs,
+        "config": {"model": cfg.model.name, "backend": cfg.model.backend,
+                   "dtype": str(getattr(backend, "dtype", cfg.model.dtype)).replace("torch.", ""),
+                   "batch_size": cfg.model.batch_size, "scoring": cfg.scoring, "limit": cfg.limit,
+                   "seed": cfg.seed, "data_dir": str(root) if root else "hub"},
+        "versions": _versions(),
+        "timings_s": {"load_data": round(t_load_data, 3), "load_model": round(t_load_model, 3),
+                      "scoring": timings, "total": round(time.time() - t0, 3)},
+    }
+    table = markdown(out)
+    if run_dir is not None:
+        for name in names:
+            atomic_write_jsonl(run_dir.output(f"samples_{name}", f"samples_{name}.jsonl"), samples[name])
+        atomic_write_json(run_dir.output("results", "results.json"), out)
+        atomic_write_text(run_dir.output("table", "results.md"), table)
+        run_dir.finish(**{f"{n}/{k.split(',')[0]}": v for n in names for k, v in results[n].items()
+                          if k.endswith(",none") and "_stderr" not in k})
+    out["samples"] = samples
+    out["markdown"] = table
+    return out
+
+
+def _sample(doc, scores, pred, text, per) -> dict[str, Any]:
+    row: dict[str, Any] = {"doc_id": doc.doc_id, "where": doc.where, "subject": doc.subject,
+                           "gold": doc.gold if doc.labels is None else doc.labels, "pred": pred}
+    if scores is not None:
+        row["scores"] = [round(float(s), 6) for s in scores]
+    if text is not None:
+        row["response"] = text
+    row.update({k: v for k, v in per.items()})
+    return row
+
+
+def _versions() -> dict[str, str]:
+    from ..rundir import versions
+    return versions()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.2f}" if isinstance(v, float) else str(v)
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """Tasks then groups, as percentages, with baselines; then each task's per-subject breakdown."""
+    lines = ["| task | n | metric | value | ± stderr | chance | majority |", "|---|---:|---|---:|---:|---:|---:|"]
+    for name, res in out["results"].items():
+        n = out["n-samples"].get(name, {}).get("effective", "")
+        if name in out["groups"]:
+            n = sum(out["n-samples"][m]["effective"] for m in out["group_subtasks"][name])
+        base = res.get("baselines", {})
+        for key, v in res.items():
+            if not key.endswith(",none") or "_stderr" in key:
+                continue
+            metric = key.split(",")[0]
+            err = res.get(f"{metric}_stderr,none")
+            lines.append(f"| {name} | {n} | {metric} | {_fmt(v)} | {_fmt(err)} | {_fmt(base.get('chance'))} | "
+                         f"{_fmt(base.get('majority'))} |")
+            name, n, base = "", "", {}
+        if res.get("unparsed") is not None:
+            lines.append(f"| | | unparsed answers | {res['unparsed']} | | | |")
+    for name, subs in out["subjects"].items():
+        if not subs:
+            continue
+        metric = next(k for k in next(iter(subs.values())) if k != "n")
+        lines += ["", f"**{name}** by subject", "", f"| subject | n | {metric} |", "|---|---:|---:|"]
+        lines += [f"| {s} | {v['n']} | {_fmt(v[metric])} |" for s, v in subs.items()]
+    return "\n".join(lines) + "\n"
+
+
+def check_output(path: str | None) -> None:
+    if path and Path(path).exists() and not Path(path).is_dir():
+        raise UserError(f"--output {path}: exists and is not a directory")

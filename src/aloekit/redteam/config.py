@@ -1,0 +1,74 @@
+"""The `redteam` stage config (YAML + `--set key=value` overrides)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..config import ModelConfig, SamplingConfig, StrictModel
+from .requests import SourceConfig
+
+
+def _default_sources() -> list[SourceConfig]:
+    return [SourceConfig(name="advbench"), SourceConfig(name="harmbench", split="test"),
+            SourceConfig(name="simplesafetytests"), SourceConfig(name="medsafetybench", split="test")]
+
+
+class TemplatesConfig(StrictModel):
+    path: str | None = Field(None, description="JSONL of {id, template}; default: the shared HarmBench file")
+    exclude: list[int | str] = Field(default_factory=list, description="template ids to leave out")
+    sample: int | None = Field(8, ge=1, description="seeded subset of templates used for 'templates' (None = all)")
+
+
+class LLMJudgeConfig(StrictModel):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+
+class LlamaGuardConfig(StrictModel):
+    model: str = "meta-llama/Llama-Guard-3-1B"
+    device: str = "auto"
+    batch_size: int = Field(4, ge=1)
+
+
+class XSTestConfig(StrictModel):
+    enabled: bool = True
+    limit: int | None = Field(50, ge=1, description="seeded sample of the 250 safe prompts (None = all)")
+    path: str | None = None
+    hub: str | None = None
+
+
+class MedSafetyRefusalConfig(StrictModel):
+    """Refusal rate on plain (un-attacked) MedSafetyBench requests."""
+    enabled: bool = True
+    split: Literal["train", "test"] = "test"
+    limit: int | None = Field(45, ge=1)
+
+
+class PairsConfig(StrictModel):
+    enabled: bool = True
+    # auto: MedSafetyBench safe_response where it exists, else chosen_model if set, else a template
+    chosen: Literal["auto", "template", "model"] = "auto"
+    chosen_model: ModelConfig | None = None
+    # never turn attacks on an evaluation split into training pairs
+    exclude_splits: list[str] = Field(default_factory=lambda: ["test"])
+
+
+class RedteamConfig(StrictModel):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_new_tokens=96))
+    system: str | None = Field(None, description="system prompt; None = none (the model's own default)")
+    data_dir: str | None = None
+    sources: list[SourceConfig] = Field(default_factory=_default_sources)
+    attacks: list[str] = Field(default_factory=lambda: ["programmatic", "templates"])
+    templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
+    budget: int = Field(100, ge=1, description="number of (request, attack) attempts")
+    seed: int = 0
+    judges: list[Literal["marker", "llm", "llamaguard"]] = Field(default_factory=lambda: ["marker"])
+    llm_judge: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)
+    llamaguard: LlamaGuardConfig = Field(default_factory=LlamaGuardConfig)
+    xstest: XSTestConfig = Field(default_factory=XSTestConfig)
+    medsafety_refusal: MedSafetyRefusalConfig = Field(default_factory=MedSafetyRefusalConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    chunk_size: int = Field(32, ge=1, description="prompts per generation chunk (progress + resume granularity)")
+    output: str = "runs/redteam"

@@ -1,0 +1,228 @@
+"""Harmful request sets (AdvBench, HarmBench, SimpleSafetyTests, MedSafetyBench) and XSTest's safe prompts.
+
+Each loader reads the source's own file format (as downloaded from its repository) or its hub copy, and
+returns `Request`s with a stable id, the request text, a category and, where the source has one, a reference
+safe response (MedSafetyBench), which becomes the chosen side of a safety DPO pair.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ..config import StrictModel
+from ..errors import UserError
+
+SOURCES = ("advbench", "harmbench", "simplesafetytests", "medsafetybench", "jsonl")
+
+# MedSafetyBench groups requests by the nine principles of the AMA Code of Medical Ethics.
+AMA_PRINCIPLES = {
+    1: "ama1_competent_compassionate_care",
+    2: "ama2_professionalism_honesty",
+    3: "ama3_respect_the_law",
+    4: "ama4_patient_rights_confidentiality",
+    5: "ama5_scientific_knowledge",
+    6: "ama6_choice_of_patients_environment",
+    7: "ama7_community_public_health",
+    8: "ama8_responsibility_to_patient",
+    9: "ama9_access_to_care",
+}
+
+# Where each source lives in the shared data layout, and its usual hub copy.
+LOCAL_PATHS = {
+    "advbench": "advbench/harmful_behaviors.csv",
+    "harmbench": "harmbench/harmbench_behaviors_text_{split}.csv",
+    "simplesafetytests": "simplesafetytests/SimpleSafetyTests_test_cases.csv",
+    "medsafetybench": "medsafetybench/{split}",
+    "xstest": "xstest/xstest_prompts.csv",
+}
+HUB_DEFAULTS = {  # (dataset id, config, split, text field, category field)
+    "advbench": ("walledai/AdvBench", None, "train", "prompt", None),
+    "harmbench": ("walledai/HarmBench", "standard", "train", "prompt", "category"),
+    "simplesafetytests": ("Bertievidgen/SimpleSafetyTests", None, "test", "prompt", "harm_area"),
+    "xstest": ("natolambert/xstest-v2-copy", None, "prompts", "prompt", "type"),
+}
+
+
+@dataclass
+class Request:
+    id: str
+    source: str
+    text: str
+    category: str
+    safe_response: str | None = None
+    split: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SourceConfig(StrictModel):
+    """One request set. Local files are read from `path` (default: the shared data layout); `hub` loads the
+    hub copy with `datasets` instead."""
+
+    name: Literal["advbench", "harmbench", "simplesafetytests", "medsafetybench", "jsonl"]
+    split: str | None = Field(None, description="harmbench: all|test|val; medsafetybench: train|test")
+    path: str | None = None
+    hub: str | None = None
+    hub_config: str | None = None
+    hub_split: str | None = None
+    text_field: str | None = None
+    category_field: str | None = None
+    limit: int | None = Field(None, ge=1, description="keep a seeded sample of this many requests")
+    # HarmBench's contextual/copyright behaviours need their context string or a hash-based judge.
+    functional_categories: list[str] = Field(default_factory=lambda: ["standard"])
+    # MedSafetyBench ships requests from two generators (gpt4, llama2); both by default.
+    generators: list[str] = Field(default_factory=lambda: ["gpt4", "llama2"])
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; check the source's path or --data-dir")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _need(row: dict, field: str, path: Path) -> str:
+    if field not in row:
+        raise UserError(f"{path}: column '{field}' missing (has {', '.join(map(str, row))}); "
+                        "is this the right file for the source?")
+    return (row[field] or "").strip()
+
+
+def _advbench(path: Path) -> list[Request]:
+    return [Request(f"advbench/{i}", "advbench", _need(r, "goal", path), "advbench")
+            for i, r in enumerate(_read_csv(path))]
+
+
+def _harmbench(path: Path, functional: list[str]) -> list[Request]:
+    out = []
+    for r in _read_csv(path):
+        if _need(r, "FunctionalCategory", path) not in functional:
+            continue
+        out.append(Request(f"harmbench/{_need(r, 'BehaviorID', path)}", "harmbench", _need(r, "Behavior", path),
+                           _need(r, "SemanticCategory", path)))
+    return out
+
+
+def _simplesafetytests(path: Path) -> list[Request]:
+    return [Request(f"sst/{_need(r, 'id', path)}", "simplesafetytests", _need(r, "prompts_final", path),
+                    _need(r, "harm_area", path)) for r in _read_csv(path)]
+
+
+def _medsafetybench(folder: Path, split: str, generators: list[str]) -> list[Request]:
+    if not folder.is_dir():
+        raise UserError(f"{folder}: MedSafetyBench split folder not found; expected <root>/{{train,test}}/"
+                        "{gpt4,llama2}/med_safety_demonstrations_category_N.csv")
+    out = []
+    for gen in generators:
+        files = sorted((folder / gen).glob("*category_*.csv"),
+                       key=lambda p: int(re.search(r"category_(\d+)", p.name).group(1)))
+        if not files:
+            raise UserError(f"{folder / gen}: no med_safety_demonstrations_category_N.csv files; "
+                            f"check medsafetybench generators (have {[p.name for p in folder.iterdir()]})")
+        for p in files:
+            cat = int(re.search(r"category_(\d+)", p.name).group(1))
+            for k, r in enumerate(_read_csv(p)):
+                text = _need(r, "harmful_medical_request", p)
+                if text:
+                    out.append(Request(f"medsafetybench/{split}/{gen}/c{cat}/{k}", "medsafetybench", text,
+                                       AMA_PRINCIPLES.get(cat, f"category_{cat}"),
+                                       safe_response=(r.get("safe_response") or "").strip() or None, split=split))
+    return out
+
+
+def _jsonl(path: Path, text_field: str, category_field: str | None) -> list[Request]:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: invalid JSON ({e.msg}); one JSON object per line") from None
+        if not isinstance(row, dict) or not str(row.get(text_field) or "").strip():
+            raise UserError(f"{path}:{n}: no '{text_field}' text; set text_field to the request's key")
+        out.append(Request(f"{path.stem}/{row.get('id', n)}", path.stem, str(row[text_field]).strip(),
+                           str(row.get(category_field, "uncategorized")) if category_field else "uncategorized",
+                           safe_response=row.get("safe_response")))
+    return out
+
+
+def _hub(src: SourceConfig) -> list[Request]:
+    hub_id, conf, split, text_f, cat_f = HUB_DEFAULTS.get(src.name, (None, None, "train", "prompt", None))
+    hub_id, conf = src.hub or hub_id, src.hub_config or conf
+    split, text_f, cat_f = src.hub_split or split, src.text_field or text_f, src.category_field or cat_f
+    try:
+        import datasets
+        ds = datasets.load_dataset(hub_id, conf, split=split)
+    except Exception as e:  # offline, gated, or a wrong id all surface here
+        raise UserError(f"source {src.name}: cannot load hub dataset '{hub_id}' ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:150]}); use the local files (drop 'hub') or check the id") from None
+    if text_f not in ds.column_names:
+        raise UserError(f"source {src.name}: hub dataset '{hub_id}' has no column '{text_f}' "
+                        f"(has {', '.join(ds.column_names)}); set text_field")
+    out = []
+    for i, row in enumerate(ds):
+        out.append(Request(f"{src.name}/hub/{i}", src.name, str(row[text_f]).strip(),
+                           str(row.get(cat_f) or src.name) if cat_f else src.name,
+                           safe_response=row.get("safe_response")))
+    return out
+
+
+def load_source(src: SourceConfig, data_root: Path | None) -> list[Request]:
+    """All requests of one source (before any sampling)."""
+    if src.hub:
+        reqs = _hub(src)
+    else:
+        if src.path is None and data_root is None:
+            raise UserError(f"source {src.name}: no path and no data directory; set path or --data-dir")
+        if src.name == "harmbench":
+            split = src.split or "all"
+            if split not in ("all", "test", "val"):
+                raise UserError(f"source harmbench: split '{split}' unknown; use all, test or val")
+            path = Path(src.path) if src.path else data_root / LOCAL_PATHS["harmbench"].format(split=split)
+            reqs = _harmbench(path, src.functional_categories)
+        elif src.name == "medsafetybench":
+            split = src.split or "test"
+            if split not in ("train", "test"):
+                raise UserError(f"source medsafetybench: split '{split}' unknown; use train or test")
+            root = Path(src.path) if src.path else data_root / "medsafetybench"
+            reqs = _medsafetybench(root / split, split, src.generators)
+        elif src.name == "jsonl":
+            if not src.path:
+                raise UserError("source jsonl: set path to a JSONL file of requests")
+            reqs = _jsonl(Path(src.path), src.text_field or "prompt", src.category_field)
+        else:
+            path = Path(src.path) if src.path else data_root / LOCAL_PATHS[src.name]
+            reqs = _advbench(path) if src.name == "advbench" else _simplesafetytests(path)
+    reqs = [r for r in reqs if r.text]
+    if not reqs:
+        raise UserError(f"source {src.name}: no requests found (empty file or every row filtered out); "
+                        "check the path, split and filters")
+    return reqs
+
+
+def load_xstest(data_root: Path | None, path: str | None = None, hub: str | None = None,
+                label: str = "safe") -> list[Request]:
+    """XSTest prompts of one label ('safe' prompts must be answered; refusing them is over-refusal)."""
+    if hub:
+        src = SourceConfig(name="jsonl", hub=hub, category_field="type")
+        rows = _hub(src)
+        return [r for r in rows if r.text]
+    p = Path(path) if path else (data_root / LOCAL_PATHS["xstest"] if data_root else None)
+    if p is None:
+        raise UserError("xstest: no path and no data directory; set xstest.path or --data-dir")
+    out = [Request(f"xstest/{_need(r, 'id', p)}", "xstest", _need(r, "prompt", p), _need(r, "type", p))
+           for r in _read_csv(p) if _need(r, "label", p) == label]
+    if not out:
+        raise UserError(f"{p}: no XSTest prompts with label '{label}'")
+    return out
