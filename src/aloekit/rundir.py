@@ -50,8 +50,9 @@ def git_sha() -> str | None:
 
 class RunDir:
     def __init__(self, path: str | os.PathLike, stage: str, config: BaseModel | dict | None = None,
-                 seed: int | None = None, inputs: dict[str, str | os.PathLike] | None = None):
+                 seed: int | None = None, inputs: dict[str, str | os.PathLike] | None = None, write: bool = True):
         self.path = Path(path)
+        self.write = write  # False on non-main ranks of a distributed run: one process owns the files
         _ensure_dir(self.path)
         self.stage = stage
         self.t0 = time.time()
@@ -69,7 +70,7 @@ class RunDir:
             "outputs": {},
             "timings_s": self.timings,
         }
-        if config is not None:
+        if config is not None and write:
             text = dump_config(config) if isinstance(config, BaseModel) else __import__("yaml").safe_dump(config)
             atomic_write_text(self.path / "config.yaml", text)
         self.save()
@@ -98,4 +99,5 @@ class RunDir:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path / "manifest.json", self.manifest)
+        if self.write:
+            atomic_write_json(self.path / "manifest.json", self.manifest)

@@ -1,0 +1,1 @@
+"""Training stages: SFT (`sft.run`) and staged DPO (`dpo.run`) on TRL + PEFT."""

@@ -1,0 +1,196 @@
+"""What SFT and DPO share: loading the policy, precision, LoRA, checkpoints that survive kill -9, the final save."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import MissingExtra, UserError
+from ..io import atomic_dir, atomic_write_json
+from .config import LoraSettings, OptimSettings, TrainCommon
+
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def device_and_precision(cfg: TrainCommon) -> dict:
+    """TrainingArguments fields for the device: bf16 on CPU (measured 2-3.5x faster), GPU when present."""
+    import torch
+    cuda = torch.cuda.is_available()
+    p = cfg.precision
+    if p == "auto":
+        p = "bf16" if (not cuda or torch.cuda.is_bf16_supported()) else "fp16"
+    if p == "fp16" and not cuda:
+        raise UserError("precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    if cfg.method == "qlora" and not cuda:
+        raise UserError("method qlora needs a CUDA GPU (bitsandbytes 4-bit); use method: lora on CPU")
+    return {"use_cpu": not cuda, "bf16": p == "bf16", "fp16": p == "fp16"}
+
+
+def trainer_kwargs(cfg: TrainCommon, o: OptimSettings, ckpt_dir: Path, has_eval: bool) -> dict:
+    """TrainingArguments shared by SFT and DPO, from our config."""
+    from .. import console
+    return dict(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=o.batch_size, per_device_eval_batch_size=o.batch_size,
+        gradient_accumulation_steps=o.grad_accum, learning_rate=o.lr, num_train_epochs=o.epochs, max_steps=o.max_steps,
+        lr_scheduler_type=o.scheduler, warmup_steps=o.warmup_ratio, weight_decay=o.weight_decay,
+        max_grad_norm=o.max_grad_norm, logging_steps=cfg.logging_steps, save_strategy="steps",
+        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if (cfg.eval_steps and has_eval) else "no", eval_steps=cfg.eval_steps,
+        report_to=report_to(cfg), seed=cfg.seed, data_seed=cfg.seed,
+        activation_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=0, disable_tqdm=console.QUIET,
+        **device_and_precision(cfg))
+
+
+def load_tokenizer(path: str, cfg: TrainCommon):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        tmpl = cfg.chat_template or "chatml"
+        if tmpl == "chatml":
+            tmpl = CHATML
+        elif tmpl.endswith(".jinja"):
+            tmpl = Path(tmpl).read_text()
+        tok.chat_template = tmpl
+    return tok
+
+
+def check_template_masks_prompt(tok, example_prompt: list[dict], example_completion: list[dict], source: str) -> None:
+    """Completion-only loss needs template(prompt, generation prompt) to be a prefix of template(prompt+completion)."""
+    p = tok.apply_chat_template(example_prompt, tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(example_prompt + example_completion, tokenize=False)
+    if not full.startswith(p):
+        raise UserError(f"{source}: the chat template renders the prompt differently once the answer follows, so the "
+                        "prompt cannot be masked from the loss; set `chat_template: chatml` (or a template whose "
+                        "generation prompt is a prefix of the full conversation)")
+
+
+def lora_config(settings: LoraSettings, model, task_type: str = "CAUSAL_LM"):
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise MissingExtra("LoRA training", "train", "peft") from None
+    targets = settings.target_modules
+    if targets != "all-linear":
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = [t for t in targets if t not in names]
+        if missing:
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                             if type(m).__name__ == "Linear" and n.rsplit(".", 1)[-1] != "lm_head"})
+            raise UserError(f"lora.target_modules: {', '.join(missing)} not in model; its linear layers are "
+                            f"{', '.join(linear)} (or use all-linear)")
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=targets, task_type=task_type)
+
+
+def config_hash(*parts) -> str:
+    """Identity of a run for resume: the config minus where it writes and how it resumes, plus any extra parts."""
+    data = [p.model_dump(mode="json", exclude={"output", "resume", "report_to", "logging_steps"})
+            if hasattr(p, "model_dump") else p for p in parts]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoints that were fully written. The Trainer writes trainer_state.json last, so a checkpoint without it
+    was cut off (kill -9, full disk) and must not be resumed from."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return sorted((p for p in found if (p / "trainer_state.json").is_file()), key=lambda p: int(p.name.split("-")[-1]))
+
+
+def resume_point(resume: str, want: str, run_dir: Path, ckpt_dir: Path) -> str | None:
+    """The checkpoint to resume from (or None). `want` is this run's config hash."""
+    stamp_file = run_dir / "train_run.json"
+    if resume == "never":
+        return None
+    if resume != "auto":  # an explicit checkpoint path: it must belong to a run with the same config
+        ck = Path(resume).expanduser()
+        owner = ck.parent.parent / "train_run.json"
+        if not (ck / "trainer_state.json").is_file():
+            raise UserError(f"resume: {ck} is not a complete checkpoint (no trainer_state.json)")
+        if not owner.is_file() or json.loads(owner.read_text()).get("config_hash") != want:
+            raise UserError(f"resume: {ck} comes from another run (different config); resume only a run with the "
+                            "same config, or set resume: never")
+        return str(ck)
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()).get("config_hash") != want:
+        if complete_checkpoints(ckpt_dir):
+            raise UserError(f"{run_dir} holds checkpoints of a run with a different config; use another output "
+                            "folder or set resume: never to start over")
+    for partial in ckpt_dir.glob("checkpoint-*"):
+        if not (partial / "trainer_state.json").is_file():
+            shutil.rmtree(partial, ignore_errors=True)  # cut off mid-write: never resume from it
+    done = complete_checkpoints(ckpt_dir)
+    return str(done[-1]) if done else None
+
+
+def stamp_run(want: str, run_dir: Path, model: str) -> None:
+    atomic_write_json(run_dir / "train_run.json", {"config_hash": want, "model": model})
+
+
+def is_finished(run_dir: Path, want: str) -> bool:
+    stamp = run_dir / "train_run.json"
+    return ((run_dir / "model" / "config.json").is_file() and stamp.is_file()
+            and json.loads(stamp.read_text()).get("config_hash") == want
+            and json.loads(stamp.read_text()).get("finished", False))
+
+
+def mark_finished(run_dir: Path, want: str, model: str, metrics: dict) -> None:
+    atomic_write_json(run_dir / "train_run.json", {"config_hash": want, "model": model, "finished": True,
+                                                   "metrics": metrics})
+
+
+def check_disk(run_dir: Path, model, cfg: TrainCommon) -> None:
+    """Fail before training when the checkpoints cannot fit, rather than dying mid-save."""
+    n = sum(p.numel() for p in model.parameters())
+    trainable = n if cfg.method == "full" else n // 50
+    need = (n * 4) * 2 + trainable * 12 * cfg.save_total_limit  # final + merged copy; fp32 weights + Adam states
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise UserError(f"{run_dir}: {free / 1e9:.1f} GB free, training needs about {need / 1e9:.1f} GB for "
+                        "checkpoints and the final model; free space or choose another output")
+
+
+def translate_os_error(e: OSError, ckpt_dir: Path) -> UserError | None:
+    if e.errno == errno.ENOSPC:
+        done = complete_checkpoints(ckpt_dir)
+        last = done[-1] if done else "none"
+        return UserError(f"out of disk space while training; last good checkpoint: {last}. Free space and rerun "
+                         "the same command to resume")
+    return None
+
+
+def report_to(cfg: TrainCommon) -> list[str] | str:
+    import importlib.util
+    pkgs = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+    for r in cfg.report_to:
+        if importlib.util.find_spec(pkgs[r]) is None:
+            raise MissingExtra(f"report_to: {r}", "tracking", pkgs[r])
+    return list(cfg.report_to) or "none"
+
+
+def save_final(model, tok, out: Path, merge_lora: bool) -> Path:
+    """Write the trained model as a plain HF folder, atomically (LoRA merged unless asked otherwise)."""
+    from peft import PeftModel
+    with atomic_dir(out) as tmp:
+        if isinstance(model, PeftModel) and merge_lora:
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun/accelerate launch (or a single process) owns every file the run writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def set_threads() -> None:
+    # Trainer on CPU: let torch use every core (the default), but keep tokenizers from forking a second pool
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
