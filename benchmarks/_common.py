@@ -9,6 +9,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parent.parent
+
+
+def data_dir() -> Path:
+    """Shared benchmark data: $ALOEKIT_DATA_DIR, else ../shared/data beside the checkout (whatever the cwd)."""
+    return Path(os.environ.get("ALOEKIT_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 def machine() -> dict:

@@ -188,3 +188,13 @@ def test_two_process_ddp_on_cpu(tiny_dir, sft_data, tmp_path):
     m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["steps"] == 2
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+
+
+def test_shipped_training_configs_validate():
+    root = Path(__file__).resolve().parents[1] / "configs" / "train"
+    files = sorted(root.glob("*.yaml"))
+    assert len(files) >= 6
+    for f in files:
+        cfg = load_config(DPOConfig if f.name.startswith("dpo") else SFTConfig, f)
+        if "8b" in f.name or "7b" in f.name:
+            assert cfg.precision == "bf16" and cfg.gradient_checkpointing and cfg.method == "full"

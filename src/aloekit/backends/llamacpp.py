@@ -25,7 +25,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 class LlamaCppBackend(Backend):
     name = "llamacpp"
 
-    def __init__(self, cfg: ModelConfig | None = None, n_ctx: int = 4096):
+    def __init__(self, cfg: ModelConfig | None = None, n_ctx: int = 2048):
         try:
             from llama_cpp import Llama
         except ImportError:
