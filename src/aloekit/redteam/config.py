@@ -17,7 +17,8 @@ def _default_sources() -> list[SourceConfig]:
 
 class TemplatesConfig(StrictModel):
     path: str | None = Field(None, description="JSONL of {id, template}; default: the shared HarmBench file")
-    exclude: list[int | str] = Field(default_factory=list, description="template ids to leave out")
+    # None: [78] for the default HarmBench file (its one template without a '{0}' slot), [] for any other file
+    exclude: list[int | str] | None = Field(None, description="template ids to leave out")
     sample: int | None = Field(8, ge=1, description="seeded subset of templates used for 'templates' (None = all)")
 
 

@@ -68,7 +68,8 @@ def markdown(summary: dict) -> str:
         lines.append(f"| MedSafetyBench {m['split']} refusal rate, no attack ({m['n']} requests) | "
                      f"{_pct(m['refusal_rate'])} |")
     for name, j in summary.get("judge_asr", {}).items():
-        lines.append(f"| ASR by judge `{name}` | {_pct(j)} |")
+        labels = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("judge_labels", {}).get(name, {}).items()))
+        lines.append(f"| ASR by judge `{name}` ({labels}) | {_pct(j)} |")
     lines += [""]
     if summary.get("agreement"):
         lines += ["| judges | n | agreement | Cohen's kappa |", "|---|---:|---:|---:|"]

@@ -215,9 +215,20 @@ def load_xstest(data_root: Path | None, path: str | None = None, hub: str | None
                 label: str = "safe") -> list[Request]:
     """XSTest prompts of one label ('safe' prompts must be answered; refusing them is over-refusal)."""
     if hub:
-        src = SourceConfig(name="jsonl", hub=hub, category_field="type")
-        rows = _hub(src)
-        return [r for r in rows if r.text]
+        try:
+            import datasets
+            ds = datasets.load_dataset(hub, split=HUB_DEFAULTS["xstest"][2] if hub == HUB_DEFAULTS["xstest"][0]
+                                       else "train")
+        except Exception as e:
+            raise UserError(f"xstest: cannot load hub dataset '{hub}' ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:150]}); use the local CSV (drop xstest.hub)") from None
+        if "prompt" not in ds.column_names or "type" not in ds.column_names:
+            raise UserError(f"xstest: hub dataset '{hub}' lacks 'prompt'/'type' columns (has {ds.column_names})")
+        # safe prompts: label == 'safe' where the copy has labels, else every type but the 'contrast_' ones
+        keep = (lambda row: row["label"] == label) if "label" in ds.column_names else \
+            (lambda row: row["type"].startswith("contrast_") == (label != "safe"))
+        return [Request(f"xstest/hub/{i}", "xstest", str(row["prompt"]).strip(), str(row["type"]))
+                for i, row in enumerate(ds) if keep(row)]
     p = Path(path) if path else (data_root / LOCAL_PATHS["xstest"] if data_root else None)
     if p is None:
         raise UserError("xstest: no path and no data directory; set xstest.path or --data-dir")

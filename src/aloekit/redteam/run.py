@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 from .. import console as con
@@ -24,12 +25,13 @@ from ..paths import data_dir as find_data_dir
 from ..rundir import RunDir
 from .attacks import Attack, load_templates, select_attacks
 from .config import RedteamConfig
-from .judges import Item, LLMJudge, LlamaGuardJudge, MarkerJudge, agreement
+from .judges import Item, LlamaGuardJudge, LLMJudge, MarkerJudge, agreement
 from .metrics import attack_metrics, markdown, refusal_metrics
 from .pairs import build_pairs
 from .requests import LOCAL_PATHS, Request, load_source, load_xstest
 
 TEMPLATES_FILE = "harmbench_human_jailbreaks/human_jailbreak_templates.jsonl"
+HARMBENCH_NO_PLACEHOLDER = [78]  # the one template in HarmBench's list that has no slot for the request
 
 
 def _seeded_subset(items: list, k: int | None, rng: random.Random) -> list:
@@ -58,7 +60,10 @@ def load_attacks(cfg: RedteamConfig, root: Path | None) -> list[Attack]:
         path = cfg.templates.path or (root / TEMPLATES_FILE if root else None)
         if path is None:
             raise UserError("templates.path is not set and there is no data directory; set one")
-        templates = load_templates(path, cfg.templates.exclude)
+        exclude = cfg.templates.exclude
+        if exclude is None:
+            exclude = HARMBENCH_NO_PLACEHOLDER if cfg.templates.path is None else []
+        templates = load_templates(path, exclude)
         if "templates" in cfg.attacks and cfg.templates.sample:
             # only the generic 'templates' selector is subsampled; ids named explicitly are always kept
             named = {a for a in cfg.attacks if a in templates}
@@ -152,18 +157,40 @@ def generate_all(backend, prompts: list[str], cfg: RedteamConfig, store: _Genera
     return [results[k] for k in keys]
 
 
-def build_judges(cfg: RedteamConfig, backend) -> dict:
-    judges: dict = {}
+def _input_files(cfg: RedteamConfig, root: Path | None) -> dict[str, Path]:
+    """The local files this run reads, for the manifest's input hashes."""
+    files: dict[str, Path] = {}
+    for k, src in enumerate(cfg.sources):
+        if src.hub:
+            continue
+        if src.path:
+            files[f"source{k}_{src.name}"] = Path(src.path)
+        elif root is not None:
+            rel = LOCAL_PATHS[src.name].format(split=src.split or ("all" if src.name == "harmbench" else "test"))
+            files[f"source{k}_{src.name}"] = root / rel
+    if root is not None and cfg.xstest.enabled and not cfg.xstest.hub:
+        files["xstest"] = Path(cfg.xstest.path) if cfg.xstest.path else root / LOCAL_PATHS["xstest"]
+    if root is not None and cfg.medsafety_refusal.enabled:
+        files["medsafety_refusal"] = root / "medsafetybench" / cfg.medsafety_refusal.split
+    if cfg.templates.path or root is not None:
+        files["templates"] = Path(cfg.templates.path) if cfg.templates.path else root / TEMPLATES_FILE
+    return files
+
+
+def build_judges(cfg: RedteamConfig, get_backend) -> dict:
+    """Judges in config order. Llama Guard is loaded first: when it is unavailable (offline), the run stops
+    before the model under test is even loaded."""
+    made: dict = {}
+    if "llamaguard" in cfg.judges:
+        made["llamaguard"] = LlamaGuardJudge(cfg.llamaguard.model, cfg.llamaguard.device, cfg.llamaguard.batch_size)
     for name in cfg.judges:
         if name == "marker":
-            judges[name] = MarkerJudge()
+            made[name] = MarkerJudge()
         elif name == "llm":
             from ..backends import load_backend
             same = cfg.llm_judge.model == cfg.model
-            judges[name] = LLMJudge(backend if same else load_backend(cfg.llm_judge.model))
-        elif name == "llamaguard":
-            judges[name] = LlamaGuardJudge(cfg.llamaguard.model, cfg.llamaguard.device, cfg.llamaguard.batch_size)
-    return judges
+            made[name] = LLMJudge(get_backend() if same else load_backend(cfg.llm_judge.model))
+    return {name: made[name] for name in cfg.judges}
 
 
 def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> dict:
@@ -192,16 +219,21 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
         med = _seeded_subset(load_source(mcfg, root), cfg.medsafety_refusal.limit,
                              random.Random(f"{cfg.seed}/medsafety"))
 
-    run_dir = RunDir(out, "redteam", cfg, seed=cfg.seed,
-                     inputs={"data_dir": root} if root else None)
     con.note(f"redteam: {len(plan)} attempts ({len(attacks)} attacks x {sum(map(len, requests.values()))} "
              f"requests from {', '.join(requests)}), {len(xs)} XSTest safe prompts, {len(med)} plain "
              f"MedSafetyBench requests")
-    with run_dir.timed("load"):
-        if backend is None:
+    t_load = time.perf_counter()
+    loaded = {"backend": backend}
+
+    def get_backend():
+        if loaded["backend"] is None:
             from ..backends import load_backend
-            backend = load_backend(cfg.model)
-        judges = build_judges(cfg, backend)
+            loaded["backend"] = load_backend(cfg.model)
+        return loaded["backend"]
+    judges = build_judges(cfg, get_backend)  # an unavailable judge model fails here, before the run dir exists
+    backend = get_backend()
+    run_dir = RunDir(out, "redteam", cfg, seed=cfg.seed, inputs=_input_files(cfg, root))
+    run_dir.timings["load"] = round(time.perf_counter() - t_load, 3)
 
     rows = [{"kind": "attack", "request_id": r.id, "source": r.source, "category": r.category, "split": r.split,
              "attack": a.id, "family": a.family, "request": r.text, "prompt": a(r.text),
@@ -214,6 +246,7 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
               "safe_response": r.safe_response} for r in med]
 
     store = _Generations(out, cfg)
+    n_resumed = sum(store.key(r["prompt"]) in store.done for r in rows)
     t0 = time.perf_counter()
     with run_dir.timed("generate"):
         gens = generate_all(backend, [r["prompt"] for r in rows], cfg, store)
@@ -227,11 +260,18 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
     with run_dir.timed("judge"):
         marker = judges.get("marker") or MarkerJudge()
         for r in rows:
-            r["refusal"] = marker.refusal(r["response"])
+            r["refusal"] = marker.refusal(r["response"], r["prompt"])
             r["judges"] = {}
-        items = [Item(r["request"], r["response"]) for r in attack_rows]
+        items = [Item(r["request"], r["response"], r["prompt"]) for r in attack_rows]
         for name, judge in judges.items():
-            for r, v in zip(attack_rows, judge.judge(items)):
+            verdicts = []
+            # model judges are slow: judge in chunks so progress shows (the marker judge is instant)
+            step = len(items) if name == "marker" else cfg.chunk_size
+            with con.progress(f"judging ({name})", len(items)) as bar:
+                for start in range(0, len(items), max(step, 1)):
+                    verdicts += judge.judge(items[start:start + step])
+                    bar.advance(len(items[start:start + step]))
+            for r, v in zip(attack_rows, verdicts):
                 r["judges"][name] = {"label": v.label, "harmful": v.harmful, **v.extra}
     t_judge = time.perf_counter() - t1
     primary = cfg.judges[0]
@@ -244,6 +284,8 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
         "sources": {k: len(v) for k, v in requests.items()},
         "attacks": attack_metrics(attack_rows, primary),
         "judge_asr": {name: attack_metrics(attack_rows, name)["asr"] for name in judges},
+        # how often each judge could not decide (e.g. a small LLM judge that does not answer yes/no)
+        "judge_labels": {name: dict(Counter(r["judges"][name]["label"] for r in attack_rows)) for name in judges},
     }
     names = list(judges)
     if len(names) > 1:
@@ -260,7 +302,8 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
         summary["medsafety_refusal"] = {"split": cfg.medsafety_refusal.split,
                                         **refusal_metrics([r for r in rows if r["kind"] == "medsafety_direct"])}
     n_gen = len(rows)
-    summary["throughput"] = {"prompts": n_gen, "generate_s": round(t_gen, 2), "judge_s": round(t_judge, 2),
+    summary["throughput"] = {"prompts": n_gen, "resumed": n_resumed, "generate_s": round(t_gen, 2),
+                             "judge_s": round(t_judge, 2),
                              "attempts_per_s": round(n_gen / max(t_gen + t_judge, 1e-9), 3),
                              "completion_tokens": sum(r["completion_tokens"] for r in rows)}
 
