@@ -63,6 +63,10 @@ def write_card(out: Path, card: dict) -> None:
     md += ["## Deduplication", "",
            f"Exact (normalised hash) and near-duplicate (MinHash LSH, threshold {d['config']['threshold']}, "
            f"{d['config']['num_perm']} permutations, {d['config']['shingle']}-word shingles).", ""]
+    if d["config"]["engine"] == "datatrove":
+        md[-2] = (f"Exact (normalised hash) and near-duplicate (datatrove MinHash pipeline, "
+                  f"{d['config']['datatrove_buckets']} buckets x {d['config']['datatrove_hashes_per_bucket']} "
+                  f"hashes, {d['config']['shingle']}-word shingles).")
     md += [_table(["step"] + sources, [[k] + [v.get(s, 0) for s in sources] for k, v in d["removed"].items()]), ""]
     if d["cross_source"]:
         md += ["Cross-source duplicates:", "",
@@ -84,7 +88,8 @@ def write_card(out: Path, card: dict) -> None:
     if cot:
         md += [f"Teacher `{cot['teacher']}`; pool {cot['pool']} MCQs; kept {cot['accepted']} "
                f"(acceptance rate {cot['acceptance_rate']}) after up to {cot['max_attempts']} attempts; "
-               f"accepted per attempt {cot['accepted_by_attempt']}. Tokens: {cot['tokens']['prompt']} prompt, "
+               f"accepted per attempt {cot['accepted_by_attempt']}; rejected generations by reason "
+               f"{cot['rejected']}. Tokens: {cot['tokens']['prompt']} prompt, "
                f"{cot['tokens']['completion']} generated ({cot['generations']} generations).", ""]
     else:
         md += ["Not enabled.", ""]

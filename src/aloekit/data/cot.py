@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -41,12 +42,16 @@ _ANSWER_RES = [
 class CotConfig(StrictModel):
     enabled: bool = False
     teacher: ModelConfig = Field(default_factory=ModelConfig)
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_new_tokens=256))
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_new_tokens=256,
+                                                                            repetition_penalty=1.15))
     retry_temperature: float = Field(0.7, gt=0.0)
     max_attempts: int = Field(2, ge=1, le=10)  # first try (greedy by default) + retries with sampling
     max_records: int = Field(16, ge=1)  # size of the MCQ pool sent to the teacher
     sources: list[str] = Field(default_factory=list)  # restrict the pool to these sources (empty = any MCQ)
     cache: str | None = None  # default: <output>/cache/cot.jsonl
+    # quality gates on top of "reaches the gold answer": small teachers often loop or run out of tokens
+    require_complete: bool = True  # drop chains cut at max_new_tokens
+    max_repeated_lines: float = Field(0.3, ge=0.0, le=1.0)  # share of duplicate non-empty lines allowed
 
 
 def build_prompt(r: Record) -> list[dict]:
@@ -65,6 +70,19 @@ def extract_answer(text: str, letters: Sequence[str] = "ABCDEFGHIJ") -> str | No
             if L in letters and (best is None or m.start() > best[0]):
                 best = (m.start(), L)
     return best[1] if best else None
+
+
+def judge(text: str, finish_reason: str, gold: str, letters: Sequence[str], cfg: CotConfig) -> str:
+    """'accepted' or why the chain is rejected."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    if cfg.require_complete and finish_reason == "length":
+        return "truncated"
+    if lines and 1 - len(set(lines)) / len(lines) > cfg.max_repeated_lines:
+        return "degenerate"
+    got = extract_answer(text, letters)
+    if got is None:
+        return "no_answer"
+    return "accepted" if got == gold else "wrong_answer"
 
 
 class GenerationCache:
@@ -120,6 +138,7 @@ def generate_cot(pool: Sequence[Record], cfg: CotConfig, cache_path: Path, seed:
     tokens = {"prompt": 0, "completion": 0}
     this_run = {"generated_now": 0, "from_cache": 0}
     attempts_made = 0
+    rejected: Counter = Counter()
     be = backend
     todo = list(pool)
     with progress("synthetic CoT", total=len(pool)) as bar:
@@ -153,7 +172,10 @@ def generate_cot(pool: Sequence[Record], cfg: CotConfig, cache_path: Path, seed:
                 for r, o in zip(chunk, outs):
                     tokens["prompt"] += o["prompt_tokens"]
                     tokens["completion"] += o["completion_tokens"]
-                    if extract_answer(o["text"], sorted(r.options)) == r.answer:
+                    verdict = judge(o["text"], o["finish_reason"], r.answer, sorted(r.options), cfg)
+                    if verdict != "accepted":
+                        rejected[verdict] += 1
+                    else:
                         r.cot = o["text"].strip()
                         accepted[r.id] = attempt
                         bar.advance()
@@ -163,5 +185,5 @@ def generate_cot(pool: Sequence[Record], cfg: CotConfig, cache_path: Path, seed:
     n = len(pool)
     return {"teacher": teacher_id, "pool": n, "accepted": len(accepted),
             "acceptance_rate": round(len(accepted) / n, 4) if n else None,
-            "accepted_by_attempt": by_attempt, "generations": attempts_made, "tokens": tokens,
+            "accepted_by_attempt": by_attempt, "rejected": dict(sorted(rejected.items())), "generations": attempts_made, "tokens": tokens,
             "max_attempts": cfg.max_attempts, "this_run": this_run}

@@ -2,7 +2,8 @@
 
 The index holds every word n-gram (default 13) of each benchmark item's question AND options (and context
 where the benchmark has one): MCQ answers are often one letter, so matching on the answer alone finds nothing.
-Items shorter than n words are indexed whole, so short benchmark questions are still caught verbatim.
+Items shorter than n words (but at least 3) are indexed whole, so short benchmark questions are still caught
+verbatim.
 The benchmark readers here are our own small ones over the original files in the shared data folder.
 """
 
@@ -50,58 +51,87 @@ class DecontamConfig(StrictModel):
     benchmarks: list[str] = Field(default_factory=lambda: ["all"])
 
 
+def decon_words(text: str) -> list[str]:
+    """Normalised words minus one-character tokens: option labels ("A.", "(b)") then vanish on both sides, so a
+    benchmark item is still found after it was rendered as "Question ... A. x B. y" by any template."""
+    return [w for w in normalise(text).split() if len(w) > 1]
+
+
 def _grams(words: Sequence[str], n: int) -> Iterable[tuple]:
     return (tuple(words[i:i + n]) for i in range(len(words) - n + 1))
 
 
 class NgramIndex:
-    """n-gram -> bitmask of benchmarks containing it. Built once; each record costs one pass of set lookups."""
+    """n-gram -> bitmask of benchmarks containing it. Built once; each record costs one pass of dict lookups.
+
+    An item is given as segments (question, options). If every segment is shorter than n words, no n-gram can
+    represent it, so each segment (of 3+ words) is indexed whole by its first 3 words and the item counts as
+    found when ALL its segments appear as contiguous runs of words in the record: that catches a benchmark
+    question rendered by a template that puts "Options:" or other words between question and options."""
 
     def __init__(self, n: int = 13):
         self.n = n
         self.grams: dict[tuple, int] = {}
-        self.short_lengths: set[int] = set()  # lengths (< n) of benchmark items indexed whole
+        self.short: dict[tuple, list[tuple[tuple, int, int]]] = {}  # first 3 words -> [(segment, item, part bit)]
+        self.required: list[int] = []  # per short item: bits of the parts that must all be found
+        self.item_bench: list[int] = []  # per short item: its benchmark bit
         self.names: list[str] = []
         self.items: dict[str, int] = {}
+        self.too_short: dict[str, int] = {}  # items with no segment of 3+ words: not indexable
 
-    def add_benchmark(self, name: str, texts: Iterable[str]) -> None:
+    def add_benchmark(self, name: str, items: Iterable[str | Sequence[str]]) -> None:
         bit = 1 << len(self.names)
         self.names.append(name)
-        count = 0
-        for t in texts:
+        count = tiny = 0
+        for item in items:
             count += 1
-            words = normalise(t).split()
-            if not words:
-                continue
-            if len(words) < self.n:
-                self.short_lengths.add(len(words))
-                key = tuple(words)
-                self.grams[key] = self.grams.get(key, 0) | bit
-                continue
+            segs = [decon_words(s) for s in ([item] if isinstance(item, str) else item)]
+            words = [w for seg in segs for w in seg]
             for g in _grams(words, self.n):
                 self.grams[g] = self.grams.get(g, 0) | bit
+            if any(len(seg) >= self.n for seg in segs):
+                continue  # a segment of n+ words is found through its own n-grams
+            parts = [seg for seg in segs if len(seg) >= 3]
+            if not parts:
+                tiny += 1
+                continue
+            k = len(self.required)
+            self.required.append((1 << len(parts)) - 1)
+            self.item_bench.append(bit)
+            for j, seg in enumerate(parts):
+                self.short.setdefault(tuple(seg[:3]), []).append((tuple(seg), k, 1 << j))
         self.items[name] = count
+        self.too_short[name] = tiny
 
     def match(self, text: str) -> int:
         """Bitmask of the benchmarks sharing at least one n-gram with `text` (0 = clean)."""
-        words = normalise(text).split()
-        grams = self.grams
+        words = decon_words(text)
+        grams, short, n = self.grams, self.short, self.n
         hit = 0
-        for L in (self.n, *self.short_lengths):
-            if len(words) < L:
-                continue
-            for i in range(len(words) - L + 1):
-                m = grams.get(tuple(words[i:i + L]))
+        found: dict[int, int] = {}
+        last_full = len(words) - n
+        for i in range(len(words) - 2):
+            if i <= last_full:
+                m = grams.get(tuple(words[i:i + n]))
                 if m:
                     hit |= m
+            if short:
+                cands = short.get((words[i], words[i + 1], words[i + 2]))
+                if cands:
+                    for seg, k, part in cands:
+                        if tuple(words[i:i + len(seg)]) == seg:
+                            found[k] = found.get(k, 0) | part
+        for k, parts in found.items():
+            if parts == self.required[k]:
+                hit |= self.item_bench[k]
         return hit
 
     def names_of(self, mask: int) -> list[str]:
         return [n for i, n in enumerate(self.names) if mask >> i & 1]
 
 
-def benchmark_texts(name: str, data_dir: str | None) -> list[str] | None:
-    """The test items' question + options (+ context) text, or None if the benchmark's files are absent."""
+def benchmark_items(name: str, data_dir: str | None) -> list[list[str]] | None:
+    """Each test item as segments [context + question, options], or None if the files are absent."""
     b = BENCHMARKS[name]
     if b.local is None:
         return None
@@ -109,7 +139,7 @@ def benchmark_texts(name: str, data_dir: str | None) -> list[str] | None:
     if root is None or not (root / b.local).exists():
         return None
     recs = b.reader(root / b.local, f"benchmark:{name}", "", BadRows(skip=True))
-    return [r.prompt_text() for r in recs]
+    return [[f"{r.context} {r.question}", " ".join(r.options[k] for k in sorted(r.options))] for r in recs]
 
 
 def build_index(cfg: DecontamConfig, data_dir: str | None) -> tuple[NgramIndex, dict[str, str]]:
@@ -123,7 +153,7 @@ def build_index(cfg: DecontamConfig, data_dir: str | None) -> tuple[NgramIndex, 
     index = NgramIndex(cfg.n)
     status = {}
     for n in names:
-        texts = benchmark_texts(n, data_dir)
+        texts = benchmark_items(n, data_dir)
         if texts is None:
             if cfg.benchmarks != ["all"]:
                 raise UserError(f"decontam: benchmark '{n}' has no local test split ({BENCHMARKS[n].hub_id}); "

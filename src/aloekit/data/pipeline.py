@@ -91,7 +91,8 @@ def run(cfg: DataConfig, backend=None) -> Path:
         records, rep_exact = dedup(records, exact_cfg) if cfg.dedup.exact else (records, {"removed": {}})
         funnel["after_exact_dedup"] = dict(_count(records))
         near_cfg = cfg.dedup.model_copy(update={"exact": False})
-        records, rep_near = dedup(records, near_cfg) if cfg.dedup.near else (records, {"removed": {}})
+        records, rep_near = dedup(records, near_cfg, workdir=out / "cache" / "datatrove") if cfg.dedup.near \
+            else (records, {"removed": {}})
         funnel["after_near_dedup"] = dict(_count(records))
     dedup_report = {"config": cfg.dedup.model_dump(),
                     "removed": {"exact": rep_exact["removed"].get("exact", {}),

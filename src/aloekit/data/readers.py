@@ -155,18 +155,18 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def parse_answer(raw: Any, options: dict[str, str]) -> str:
-    """A letter, a 0/1-based index, or the option's text -> the option letter ('' when it matches none)."""
+def parse_answer(raw: Any, options: dict[str, str], base: int | None = None) -> str:
+    """A letter, an index, or the option's text -> the option letter ('' when it matches none).
+    Indices are 1-based unless `base` is 0 (fields: {answer_base: 0}); MedMCQA cop and HeadQA ra are 1-based."""
     s = _text(raw).strip()
     if s.upper() in options:
         return s.upper()
     if s.isdigit():
-        i = int(s)
+        i = int(s) - (1 if base is None or base == 1 else 0)
         letters = sorted(options)
-        # 1-based is the common convention in medical MCQ files (MedMCQA cop, HeadQA ra); 0 can only be 0-based
-        if i == 0:
-            return letters[0] if letters else ""
-        return letters[i - 1] if i - 1 < len(letters) else ""
+        if base is None and int(s) == 0:  # 0 can only be a 0-based index
+            i = 0
+        return letters[i] if 0 <= i < len(letters) else ""
     for k, v in options.items():
         if v.strip().lower() == s.lower() and s:
             return k
@@ -192,7 +192,8 @@ def map_row(row: dict, kind: str, fields: dict[str, Any], source: str, where: st
                 rec.options = {LETTERS[i]: _text(x) for i, x in enumerate(v)}
             else:
                 raise KeyError(f"field '{opt_spec}' must be a list or a letter->text object")
-        rec.answer = parse_answer(_get(row, f.get("answer", "answer"), source, where), rec.options)
+        rec.answer = parse_answer(_get(row, f.get("answer", "answer"), source, where), rec.options,
+                                  f.get("answer_base"))
         if not rec.answer:
             rec.provenance["raw_answer"] = _text(_get(row, f.get("answer", "answer"), source, where))
         for opt in ("explanation", "context"):
@@ -219,6 +220,7 @@ def map_row(row: dict, kind: str, fields: dict[str, Any], source: str, where: st
 
 
 def read_generic(path: Path, source: str, kind: str, fields: dict, license: str, bad: BadRows) -> Iterator[Record]:
+    first = True
     for n, row in iter_table(path, source, bad):
         where = f"{path} line {n}"
         rid = str(row.get(fields.get("id", "id"), "")) or f"{n}"
@@ -228,9 +230,10 @@ def read_generic(path: Path, source: str, kind: str, fields: dict, license: str,
         except KeyError as e:
             # a mapping to a field that no row has is a config error: fail on the first row regardless
             msg = f"{where}: {e.args[0]}; fix 'fields' in the source config"
-            if n <= 1 or not bad.skip:
+            if first or not bad.skip:
                 raise UserError(f"source '{source}': {msg}") from None
             bad.bad(source, where, e.args[0])
+        first = False
 
 
 # ---------------------------------------------------------------- the original formats in shared/data

@@ -8,7 +8,6 @@ and which reader understands its original format.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
@@ -168,11 +167,7 @@ def _read_hub(hub_id: str, config: str | None, split: str, kind: str, fields: di
     except Exception as e:  # network, auth, missing split: all user-fixable
         raise UserError(f"source '{source}': cannot load hub dataset {hub_id} ({config}, {split}): "
                         f"{str(e).splitlines()[0][:200]}") from None
-    base = fields.get("answer_base")
-    fields = {k: v for k, v in fields.items() if k != "answer_base"}
     for i, row in enumerate(ds):
-        if base == 0 and kind == "mcq":  # MedMCQA's hub copy stores cop 0-based
-            row = {**row, fields["answer"]: "ABCDEFGHIJ"[int(row[fields["answer"]])]}
         try:
             yield map_row(row, kind, fields, source, f"{hub_id} row {i}", f"{source}:{row.get('id', i)}",
                           {"hub_id": hub_id, "split": split, "row": i, "license": license})
