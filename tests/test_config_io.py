@@ -60,3 +60,9 @@ def test_unwritable_location_is_user_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot create directory"):
         atomic_write_text(blocker / "sub" / "a.txt", "x")
+
+
+def test_unknown_key_inside_a_list_item_lists_that_items_keys():
+    from aloekit.train.config import DPOConfig
+    with pytest.raises(UserError, match=r"unknown key 'stages.0.betta'; valid keys here: beta, dataset"):
+        load_config(DPOConfig, None, ["stages=[{name: a, dataset: b, betta: 1}]"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,15 +52,27 @@ class GenerateConfig(StrictModel):
     seed: int = 0
 
 
+def _model_in(ann: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds: X, list[X], X | None."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in get_args(ann):
+        found = _model_in(arg)
+        if found:
+            return found
+    return None
+
+
 def _format_validation_error(cls: type[BaseModel], err: ValidationError, source: str) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])
     if e["type"] == "extra_forbidden":
         parent: Any = cls
         for part in e["loc"][:-1]:
+            if isinstance(part, int):  # an item of a list field: its model was found at the field
+                continue
             field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
-            ann = getattr(field, "annotation", None)
-            parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            parent = _model_in(getattr(field, "annotation", None))
             if parent is None:
                 break
         valid = ", ".join(sorted(parent.model_fields)) if parent else "?"
