@@ -26,16 +26,18 @@ from aloekit.train.config import DPOConfig, SFTConfig
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=160)
+    ap.add_argument("--sft-epochs", type=float, default=2.0)
     ap.add_argument("--keep", type=Path, default=None, help="Keep the run folders here instead of a temp dir.")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as t:
         tmp = a.keep or Path(t)
         t0 = time.time()
-        subprocess.run([sys.executable, "-m", "aloekit.cli", "-q", "data", "build", str(REPO / "configs/data_demo.yaml"),
-                        "-o", str(tmp / "data")], check=True)
+        if not (tmp / "data" / "manifest.json").is_file() or '"done"' not in (tmp / "data" / "manifest.json").read_text():
+            subprocess.run([sys.executable, "-m", "aloekit.cli", "-q", "data", "build",
+                            str(REPO / "configs/data_demo.yaml"), "-o", str(tmp / "data")], check=True)
         data_s = time.time() - t0
         s = sft.run(SFTConfig(dataset=str(tmp / "data"), output=str(tmp / "sft"), max_length=512, save_steps=1000,
-                              optim={"lr": 2e-4, "epochs": 2, "batch_size": 4}))
+                              optim={"lr": 2e-4, "epochs": a.sft_epochs, "batch_size": 4}))
         be = load_backend(name=str(tmp / "sft" / "model"))
         answer = be.generate([[{"role": "user", "content": "What is the first-line drug for type 2 diabetes?"}]],
                              SamplingConfig(max_new_tokens=40))[0][0].text
