@@ -230,6 +230,10 @@ def demo(
 # --- stage commands: each stage package registers its own verbs (one line each) ---
 from .redteam.cli import register as _r_redteam; _r_redteam(app)  # noqa: E402,E702
 from .data.cli import register as _r_data; _r_data(app)  # noqa: E402,E702
+from .eval.cli import register as _r_eval; _r_eval(app)  # noqa: E402,E702
+from .train.cli import register as _r_train; _r_train(app)  # noqa: E402,E702
+from .merge.cli import register as _r_merge; _r_merge(app)  # noqa: E402,E702
+from .medprompt.cli import register as _r_medprompt; _r_medprompt(app)  # noqa: E402,E702
 
 
 def main() -> None:

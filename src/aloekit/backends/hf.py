@@ -151,53 +151,97 @@ class HFBackend(Backend):
         return ctx[-room:], cont
 
     def loglikelihood_batch(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """Each distinct context is run once; its KV cache is reused for all of its continuations, and the
-        LM head is applied only where a continuation token is predicted."""
-        # group continuations by their exact context tokens (the tokenizer split can differ per option)
-        groups: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}
+        """A request's context is run once, packed in one row with all of its continuations (each continuation
+        sees the context and itself only); the LM head is applied only where a continuation token is predicted."""
+        # one packed row per request: the context tokens can differ per option (the tokenizer split), so options
+        # are grouped by their exact context tokens; a row is cut before it exceeds ROW_TOKENS (a request with
+        # many long options, or CrowS-Pairs' empty contexts, must not build one huge row)
+        groups: dict[tuple, list[tuple[list[tuple[int, int]], list[int]]]] = {}
         for r, (context, conts) in enumerate(requests):
+            by_ctx: dict[tuple[int, ...], dict[tuple[int, ...], list[tuple[int, int]]]] = {}
             for c, cont in enumerate(conts):
                 ctx, cont_ids = self.encode_pair(context, cont)
-                groups.setdefault(tuple(ctx), []).append((r, c, cont_ids))
+                # a repeated option is scored once: identical options then tie exactly, as in lm-eval
+                by_ctx.setdefault(tuple(ctx), {}).setdefault(tuple(cont_ids), []).append((r, c))
+            for ctx, uniq in by_ctx.items():
+                part, size = 0, len(ctx)
+                for cont_ids, dests in uniq.items():
+                    if size + len(cont_ids) - 1 > self.ROW_TOKENS and size > len(ctx):
+                        part, size = part + 1, len(ctx)
+                    groups.setdefault((r, part, ctx), []).append((dests, list(cont_ids)))
+                    size += len(cont_ids) - 1
         result = [[0.0] * len(conts) for _, conts in requests]
-        keys = sorted(groups, key=len, reverse=True)
-        for start in range(0, len(keys), self.cfg.batch_size):
-            chunk = keys[start:start + self.cfg.batch_size]
-            for (r, c), lp in zip(((r, c) for k in chunk for r, c, _ in groups[k]),
-                                  self._score_groups([(list(k), [x[2] for x in groups[k]]) for k in chunk])):
-                result[r][c] = lp
+        # A row is padded to a width that depends on its own length only (a multiple of PACK_WIDTH, at least 16:
+        # CPU GEMMs switch kernels, and rounding, below 16 rows), and a batch holds rows of one width: the numbers
+        # a row gets never depend on its neighbours, so results do not change with the batch size.
+        packed = {k: len(k[2]) + sum(len(x[1]) - 1 for x in groups[k]) for k in groups}
+        width = {k: max(16, -(-n // self.PACK_WIDTH) * self.PACK_WIDTH) for k, n in packed.items()}
+        keys = sorted(groups, key=lambda k: (-width[k], -packed[k], k))
+        batches: list[list[tuple[int, ...]]] = []
+        for k in keys:
+            if batches and width[batches[-1][0]] == width[k] and len(batches[-1]) < self.cfg.batch_size:
+                batches[-1].append(k)
+            else:
+                batches.append([k])
+        for chunk in batches:
+            scores = self._score_groups([(list(k[2]), [x[1] for x in groups[k]]) for k in chunk], width[chunk[0]])
+            for dests, lp in zip((dests for k in chunk for dests, _ in groups[k]), scores):
+                for r, c in dests:
+                    result[r][c] = lp
         return result
 
-    def _score_groups(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[float]:
+    PACK_WIDTH = 16
+    ROW_TOKENS = 1024
+
+    def _score_groups(self, groups: list[tuple[list[int], list[list[int]]]], width: int | None = None) -> list[float]:
+        """One forward for a batch of (context, continuations): row = context + every continuation but its last
+        token, with a 4D mask so that each continuation attends to the context and to itself only, and position
+        ids restarting after the context for each continuation. Right padding attends to itself only, so no
+        attention row is empty (an empty row would give NaN that 0-weights cannot cancel)."""
         torch = self._torch
-        F = torch.nn.functional
-        prefix = self._left_pad([ctx for ctx, _ in groups])
-        lens = prefix["attention_mask"].sum(1)
-        pos = (prefix["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        rows, targets = [], []  # targets: (row, position predicting the token, token id, index of the score)
+        k = 0
+        for g, (ctx, conts) in enumerate(groups):
+            ids, pos, seg = list(ctx), list(range(len(ctx))), [0] * len(ctx)
+            for j, cont in enumerate(conts):
+                start = len(ids)
+                targets.append((g, len(ctx) - 1, cont[0], k))
+                targets += [(g, start + i, t, k) for i, t in enumerate(cont[1:])]
+                ids += cont[:-1]
+                pos += range(len(ctx), len(ctx) + len(cont) - 1)
+                seg += [j + 1] * (len(cont) - 1)
+                k += 1
+            rows.append((ids, pos, seg))
+        width = max([width or 0] + [len(ids) for ids, _, _ in rows])
+        pad = self.tok.pad_token_id
+        ids_t = torch.full((len(rows), width), pad, dtype=torch.long)
+        pos_t = torch.zeros((len(rows), width), dtype=torch.long)
+        seg_t = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 padding, 0 context, j continuation j
+        for g, (ids, pos, seg) in enumerate(rows):
+            ids_t[g, :len(ids)] = torch.tensor(ids)
+            pos_t[g, :len(ids)] = torch.tensor(pos)
+            seg_t[g, :len(ids)] = torch.tensor(seg)
+        q, kv = seg_t.unsqueeze(2), seg_t.unsqueeze(1)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        visible = (kv == 0) | (kv == q)  # the context, or the query's own continuation
+        mask = (causal & visible & (q >= 0) & (kv >= 0)) | torch.eye(width, dtype=torch.bool)
         with torch.inference_mode():
-            o = self.model(**prefix, position_ids=pos, use_cache=True, logits_to_keep=1)
-            first = F.log_softmax(o.logits[:, -1].float(), dim=-1)  # predicts each continuation's 1st token
-            rows = [(g, cont) for g, (_, conts) in enumerate(groups) for cont in conts]
-            scores = [first[g, cont[0]].item() for g, cont in rows]
-            width = max(len(cont) for _, cont in rows) - 1
-            if width == 0:
-                return scores
-            gidx = torch.tensor([g for g, _ in rows], device=self.device)
-            cache = o.cache
-            cache.batch_select_indices(gidx)  # one cache row per continuation, shared prefix computed once
-            pad = self.tok.pad_token_id
-            ids = torch.tensor([cont[:-1] + [pad] * (width - len(cont) + 1) for _, cont in rows],
-                               device=self.device)
-            cmask = torch.tensor([[1] * (len(cont) - 1) + [0] * (width - len(cont) + 1) for _, cont in rows],
-                                 device=self.device)
-            mask = torch.cat([prefix["attention_mask"][gidx], cmask], dim=1)
-            cpos = lens[gidx].unsqueeze(1) + torch.arange(width, device=self.device).unsqueeze(0)
-            o2 = self.model(input_ids=ids, attention_mask=mask, position_ids=cpos, cache=cache,
-                            use_cache=False)
-            logp = F.log_softmax(o2.logits.float(), dim=-1)
-            for k, (_, cont) in enumerate(rows):
-                rest = cont[1:]
-                if rest:
-                    t = torch.tensor(rest, device=self.device)
-                    scores[k] += logp[k, torch.arange(len(rest), device=self.device), t].sum().item()
-        return scores
+            hidden = self.model.get_decoder()(input_ids=ids_t.to(self.device), position_ids=pos_t.to(self.device),
+                                              attention_mask=mask.unsqueeze(1).to(self.device),
+                                              use_cache=False).last_hidden_state
+            r_idx = torch.tensor([t[0] for t in targets], device=self.device)
+            p_idx = torch.tensor([t[1] for t in targets], device=self.device)
+            h = hidden[r_idx, p_idx]
+            # CPU GEMMs switch kernels below 16 rows (different rounding): pad so a row's logits are the same
+            # whether it is scored alone or with others
+            h = torch.cat([h, h.new_zeros(-len(h) % 16, h.shape[1])])
+            logits = self.model.get_output_embeddings()(h)[:len(targets)].float()
+            cap = getattr(self.model.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            logp = torch.log_softmax(logits, dim=-1)
+            tok = torch.tensor([t[2] for t in targets], device=self.device)
+            picked = logp.gather(1, tok.unsqueeze(1)).squeeze(1).double()
+            scores = torch.zeros(k, dtype=torch.float64, device=self.device)
+            scores.index_add_(0, torch.tensor([t[3] for t in targets], device=self.device), picked)
+        return scores.tolist()

@@ -458,9 +458,15 @@ def load_bbq(root: Path | None, skip_bad: bool, limit: int | None) -> Rows:
         raise UserError(f"{folder}: no BBQ category files (<Category>.jsonl) found; get nyu-mll/BBQ data/ or --hub")
 
     def rows():
-        for path in files:
-            for n, r in _jsonl(path):
-                yield f"{path}:{n}", r
+        # categories interleaved, so that --limit takes a balanced slice instead of the first file only
+        streams = [((f"{path}:{n}", r) for n, r in _jsonl(path)) for path in files]
+        while streams:
+            for s in list(streams):
+                item = next(s, None)
+                if item is None:
+                    streams.remove(s)
+                else:
+                    yield item
     return _collect(str(folder), rows(), _bbq_doc, skip_bad, limit)
 
 

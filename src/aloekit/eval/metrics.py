@@ -112,6 +112,8 @@ def baselines(kind: str, docs: list[Doc]) -> dict[str, float]:
     if kind == "truthfulqa_mc2":
         return {"chance": _mean([sum(d.labels) / len(d.options) for d in docs])}
     chance = _mean([1.0 / len(d.options) for d in docs])
+    if kind == "truthfulqa_mc1":  # the true answer is always listed first: 'majority' would be a data artefact
+        return {"chance": chance}
     top = Counter(d.gold for d in docs).most_common(1)[0][1]
     return {"chance": chance, "majority": top / len(docs)}
 

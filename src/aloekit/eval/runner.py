@@ -55,7 +55,7 @@ def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
     t1 = time.time()
     if backend is None:
         from ..backends import load_backend
-        backend = load_backend(cfg.model)
+        backend = load_backend(eval_model_config(cfg.model))
     t_load_model = time.time() - t1
 
     results: dict[str, Any] = {}
@@ -128,6 +128,16 @@ def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
     return out
 
 
+def eval_model_config(model: ModelConfig) -> ModelConfig:
+    """On CPU, `auto` means float32 for evaluation: bf16 matmuls round differently with the batch shape, which
+    flips ~1 answer in 60 between batch sizes, and fp32 matches lm-eval's numbers exactly."""
+    if model.dtype == "auto" and model.backend == "hf":
+        from ..backends.hf import pick_device
+        if pick_device(model.device) == "cpu":
+            return model.model_copy(update={"dtype": "float32"})
+    return model
+
+
 def _sample(doc, scores, pred, text, per) -> dict[str, Any]:
     row: dict[str, Any] = {"doc_id": doc.doc_id, "where": doc.where, "subject": doc.subject,
                            "gold": doc.gold if doc.labels is None else doc.labels, "pred": pred}
@@ -144,15 +154,17 @@ def _versions() -> dict[str, str]:
     return versions()
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, percent: bool = True) -> str:
     if v is None:
         return "-"
-    return f"{100 * v:.2f}" if isinstance(v, float) else str(v)
+    if not isinstance(v, float):
+        return str(v)
+    return f"{100 * v:.2f}" if percent else f"{v:.3f}"
 
 
 def markdown(out: dict[str, Any]) -> str:
     """Tasks then groups, as percentages, with baselines; then each task's per-subject breakdown."""
-    lines = ["| task | n | metric | value | ± stderr | chance | majority |", "|---|---:|---|---:|---:|---:|---:|"]
+    lines = ["| task | n | metric | value (% for acc) | ± stderr | chance % | majority % |", "|---|---:|---|---:|---:|---:|---:|"]
     for name, res in out["results"].items():
         n = out["n-samples"].get(name, {}).get("effective", "")
         if name in out["groups"]:
@@ -163,8 +175,9 @@ def markdown(out: dict[str, Any]) -> str:
                 continue
             metric = key.split(",")[0]
             err = res.get(f"{metric}_stderr,none")
-            lines.append(f"| {name} | {n} | {metric} | {_fmt(v)} | {_fmt(err)} | {_fmt(base.get('chance'))} | "
-                         f"{_fmt(base.get('majority'))} |")
+            pct = metric.startswith(("acc", "pct_"))  # bias scores (-1..1) and likelihood gaps stay raw
+            lines.append(f"| {name} | {n} | {metric} | {_fmt(v, pct)} | {_fmt(err, pct)} | "
+                         f"{_fmt(base.get('chance'))} | {_fmt(base.get('majority'))} |")
             name, n, base = "", "", {}
         if res.get("unparsed") is not None:
             lines.append(f"| | | unparsed answers | {res['unparsed']} | | | |")

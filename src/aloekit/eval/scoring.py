@@ -2,9 +2,10 @@
 
 - loglik: lm-eval's way. Score `context + delimiter + option` for every option; the backend runs each context
   once and reuses it for all options (KV cache), applying the LM head only where an option token is predicted.
-- letter: the question with options A-E in the model's chat template; the log-probability of each letter as
-  the assistant's first token. The letters are single-token continuations, so this is one forward pass per
-  question.
+- letter: the question with options A-E in the model's chat template, the assistant turn opened with
+  "Answer:"; the log-probability of each " X" letter as the next token. Single-token continuations: one forward
+  pass per question. (Opening the turn with text keeps the template's trailing newline in the context, where
+  lm-eval's split would otherwise move it onto every option.)
 - generate: the model answers in free text and must end with "Answer: X"; a reply we cannot parse is wrong and
   counted as unparsed.
 """
@@ -20,13 +21,14 @@ from ..errors import UserError
 from .data import LETTERS, Doc, listed
 
 LETTER_INSTRUCTION = "Answer with the letter of the correct option."
+LETTER_PREFIX = "Answer:"
 GENERATE_INSTRUCTION = ("Think it through briefly, then end your reply with a line 'Answer: X', where X is the "
                         "letter of the correct option.")
 
 
-def _chunks(n_docs: int, batch_size: int) -> int:
-    # large enough that the backend can sort by length within it; independent of how a user sets batch size
-    return max(256, batch_size * 8)
+def _chunks(backend) -> int:
+    # questions per backend call: enough for the backend to sort by length; also the progress bar's step
+    return max(256, getattr(getattr(backend, "cfg", None), "batch_size", 8) * 8)
 
 
 def _by_length(docs: Sequence[Doc], key) -> list[int]:
@@ -36,7 +38,7 @@ def _by_length(docs: Sequence[Doc], key) -> list[int]:
 def score_loglik(backend, docs: Sequence[Doc], delimiter: str, desc: str) -> list[list[float]]:
     order = _by_length(docs, lambda d: d.context)
     out: list[list[float] | None] = [None] * len(docs)
-    step = _chunks(len(docs), getattr(getattr(backend, "cfg", None), "batch_size", 8))
+    step = _chunks(backend)
     with con.progress(desc, len(docs)) as bar:
         for s in range(0, len(order), step):
             idx = order[s:s + step]
@@ -59,14 +61,16 @@ def score_letter(backend, docs: Sequence[Doc], desc: str) -> list[list[float]]:
     for d in docs:
         if len(d.options) > len(LETTERS):
             raise UserError(f"{d.where}: {len(d.options)} options is more than letter scoring can label")
-    prompts = [_chat(backend, f"{listed(d.question, d.options)}\n\n{LETTER_INSTRUCTION}") for d in docs]
+    prompts = [_chat(backend, f"{listed(d.question, d.options)}\n\n{LETTER_INSTRUCTION}") + LETTER_PREFIX
+               for d in docs]
     order = sorted(range(len(docs)), key=lambda i: -len(prompts[i]))
     out: list[list[float] | None] = [None] * len(docs)
-    step = _chunks(len(docs), getattr(getattr(backend, "cfg", None), "batch_size", 8))
+    step = _chunks(backend)
     with con.progress(desc, len(docs)) as bar:
         for s in range(0, len(order), step):
             idx = order[s:s + step]
-            res = backend.loglikelihood_batch([(prompts[i], list(LETTERS[:len(docs[i].options)])) for i in idx])
+            res = backend.loglikelihood_batch([(prompts[i], [f" {x}" for x in LETTERS[:len(docs[i].options)]])
+                                               for i in idx])
             for i, r in zip(idx, res):
                 out[i] = list(r)
             bar.advance(len(idx))
@@ -99,7 +103,7 @@ def generate_answers(backend, docs: Sequence[Doc], sampling: SamplingConfig, des
     chats = [[{"role": "user", "content": f"{listed(d.question, d.options)}\n\n{GENERATE_INSTRUCTION}"}]
              for d in docs]
     out: list[str] = []
-    step = _chunks(len(docs), getattr(getattr(backend, "cfg", None), "batch_size", 8))
+    step = _chunks(backend)
     with con.progress(desc, len(docs)) as bar:
         for s in range(0, len(chats), step):
             res = backend.generate(chats[s:s + step], sampling)

@@ -1,0 +1,79 @@
+"""`aloekit eval`: run medical benchmarks, or list them with --list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .. import console as con
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        tasks: Optional[str] = typer.Option(None, "--tasks", "-t",
+                                            help="Comma-separated tasks or groups (default: multimedqa)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, hub id or HF folder."),
+        scoring: Optional[str] = typer.Option(None, "--scoring", help="loglik (lm-eval) | letter | generate"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="First N questions of each task."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Contexts per forward pass."),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory for results.json etc."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir",
+                                                help="Benchmark files (default $ALOEKIT_DATA_DIR or ../shared/data)."),
+        hub: bool = typer.Option(False, "--hub", help="Load the benchmarks from the Hugging Face hub instead."),
+        skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip (and count) malformed rows."),
+        backend: Optional[str] = typer.Option(None, "--backend", "-b", help="hf | vllm | llamacpp | openai"),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | bfloat16 | float16 | float32"),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="generate scoring only."),
+        list_tasks: bool = typer.Option(False, "--list", help="List the benchmarks and groups, then exit."),
+        as_json: bool = typer.Option(False, "--json", help="With --list: print JSON."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with EvalConfig keys."),
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.sub=value."),
+    ) -> None:
+        """Evaluate a model on medical benchmarks (lm-eval-compatible loglik, letter or generate scoring)."""
+        if list_tasks:
+            _print_list(data_dir, as_json)
+            return
+        from ..config import load_config
+        from .runner import EvalConfig, check_output, run
+
+        flags = {"tasks": tasks.split(",") if tasks else None, "model.name": model, "scoring": scoring,
+                 "limit": limit, "model.batch_size": batch_size, "seed": seed,
+                 "output": str(output) if output else None, "data_dir": str(data_dir) if data_dir else None,
+                 "hub": hub or None, "skip_bad_rows": skip_bad_rows or None, "model.backend": backend,
+                 "model.dtype": dtype, "max_new_tokens": max_new_tokens}
+        overrides = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+        cfg = load_config(EvalConfig, config, overrides)
+        check_output(cfg.output)
+        out = run(cfg)
+        con.out.print(out["markdown"], highlight=False, markup=False)
+        if cfg.output:
+            con.note(f"[dim]wrote {cfg.output}/results.json and samples_<task>.jsonl[/dim]")
+
+
+def _print_list(data_dir: Optional[Path], as_json: bool) -> None:
+    from ..paths import data_dir as resolve
+    from .tasks import GROUPS, TASKS
+    root = resolve(data_dir, required=False)
+    rows = []
+    for t in TASKS.values():
+        local = "-"
+        if root is not None:
+            p = root / t.local_path
+            local = "yes" if p.exists() or (t.name == "bbq" and (root / "bbq" / "data").is_dir()) else "no"
+        rows.append({"task": t.name, "title": t.title, "n": t.full_size, "metrics": t.kind,
+                     "scoring": "/".join(t.modes), "local_file": t.local_path, "local": local, "hub": t.hub_id})
+    if as_json:
+        print(json.dumps({"tasks": rows, "groups": GROUPS}, indent=2))
+        return
+    from rich.table import Table
+    table = Table("task", "n", "scoring", "found", "local file (under --data-dir)", "hub")
+    for r in rows:
+        table.add_row(r["task"], str(r["n"]), r["scoring"], r["local"], r["local_file"], r["hub"])
+    con.out.print(table)
+    for g, members in GROUPS.items():
+        con.out.print(f"group [bold]{g}[/bold]: {', '.join(members)}", highlight=False)
