@@ -1,0 +1,143 @@
+"""`aloekit medprompt build-db | eval` and `aloekit infer`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .. import console as con
+
+MODEL_HELP = "Registry name, hub id or HF folder."
+
+
+def _overrides(sets, flags: dict) -> list[str]:
+    return list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+
+
+def register(app: typer.Typer) -> None:
+    mp = typer.Typer(no_args_is_help=True, help="Medprompt-style inference: example database and strategies.")
+    app.add_typer(mp, name="medprompt")
+
+    @mp.command("build-db")
+    def build_db_cmd(
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+        pool: Optional[str] = typer.Option(None, "--pool", help="pubmedqa | headqa | mmlu | medmcqa | file.jsonl"),
+        teacher: Optional[str] = typer.Option(None, "--teacher", help="Model that writes the chains (default: --model)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Database folder (resumable)."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="First N pool questions."),
+        embedding_model: Optional[str] = typer.Option(None, "--embedding-model",
+                                                      help="sentence-transformers model id or folder (offline)."),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+        backend: Optional[str] = typer.Option(None, "--backend", "-b"),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with DBConfig keys."),
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.sub=value."),
+    ) -> None:
+        """Self-generated chains of thought over a training pool, kept where they reach the gold answer."""
+        from ..backends import load_backend
+        from ..config import load_config
+        from ..paths import data_dir as resolve_data_dir
+        from .config import DBConfig
+        from .db import build_db
+        from .pools import load_pool
+        cfg = load_config(DBConfig, config, _overrides(sets, {
+            "model.name": model, "pool": pool, "teacher.name": teacher, "output": str(output) if output else None,
+            "limit": limit, "embedding_model": embedding_model, "max_new_tokens": max_new_tokens,
+            "data_dir": str(data_dir) if data_dir else None, "model.backend": backend, "seed": seed}))
+        root = None if cfg.pool == "medmcqa" or cfg.pool.endswith((".jsonl", ".json")) else \
+            resolve_data_dir(cfg.data_dir)
+        rows = load_pool(cfg.pool, root, limit=cfg.limit)
+        # fail on the embedding model before minutes of generation
+        from .db import Embedder
+        Embedder(cfg.embedding_model)
+        gen_cfg = cfg.teacher.model_copy(update={"backend": cfg.teacher.backend}) if cfg.teacher else cfg.model
+        be = load_backend(gen_cfg)
+        meta = build_db(be, rows.docs, cfg, model_name=gen_cfg.name, pool_source=rows.source)
+        con.out.print(json.dumps(meta, indent=2), highlight=False, markup=False)
+
+    @mp.command("eval")
+    def eval_cmd(
+        task: Optional[str] = typer.Option(None, "--task", "-t", help="An mcq benchmark of `aloekit eval --list`."),
+        strategies: Optional[str] = typer.Option(None, "--strategies", "-s",
+                                                 help="Comma-separated: zeroshot,fewshot,cot,sc-cot,knn,medprompt"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+        db: Optional[Path] = typer.Option(None, "--db", help="Example database folder (build-db)."),
+        limit: Optional[int] = typer.Option(None, "--limit"),
+        members: Optional[int] = typer.Option(None, "--members", help="Ensemble size (sc-cot, medprompt)."),
+        shots: Optional[int] = typer.Option(None, "--shots"),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Chain-of-thought cap."),
+        no_adaptive: bool = typer.Option(False, "--no-adaptive", help="Run every member (no early stop)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+        hub: bool = typer.Option(False, "--hub"),
+        backend: Optional[str] = typer.Option(None, "--backend", "-b"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with MedpromptEvalConfig keys."),
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.sub=value."),
+    ) -> None:
+        """Run strategies on a benchmark: accuracy, tokens/question, and a plot of accuracy vs tokens."""
+        from ..config import load_config
+        from .config import MedpromptEvalConfig
+        from .runner import markdown, run
+        cfg = load_config(MedpromptEvalConfig, config, _overrides(sets, {
+            "task": task, "strategies": strategies.split(",") if strategies else None, "model.name": model,
+            "db": str(db) if db else None, "limit": limit, "params.members": members, "params.shots": shots,
+            "params.max_new_tokens": max_new_tokens, "params.adaptive": False if no_adaptive else None,
+            "output": str(output) if output else None, "data_dir": str(data_dir) if data_dir else None,
+            "hub": hub or None, "model.backend": backend, "model.batch_size": batch_size, "seed": seed}))
+        out = run(cfg)
+        con.out.print(markdown(out["task"], out["strategies"]), highlight=False, markup=False)
+
+    @app.command("infer")
+    def infer_cmd(
+        model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+        strategy: str = typer.Option("medprompt", "--strategy", "-s",
+                                     help="zeroshot | fewshot | cot | sc-cot | knn | medprompt"),
+        question_file: Optional[Path] = typer.Option(None, "--question-file", "-f",
+                                                     help="JSON {question, options} or a list; default stdin."),
+        db: Optional[Path] = typer.Option(None, "--db", help="Example database (fewshot, knn, medprompt)."),
+        members: Optional[int] = typer.Option(None, "--members"),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+        backend: Optional[str] = typer.Option(None, "--backend", "-b"),
+        seed: int = typer.Option(0, "--seed"),
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="StrategyConfig key=value."),
+    ) -> None:
+        """Answer questions with a strategy: answer, vote distribution and chains of thought, as JSON."""
+        from ..config import ModelConfig, load_config
+        from ..errors import UserError
+        from .config import StrategyConfig
+        from .engine import evaluate
+        from .pools import read_questions
+        cfg = load_config(StrategyConfig, None, _overrides(sets, {
+            "strategy": strategy, "members": members, "max_new_tokens": max_new_tokens, "seed": seed}))
+        if question_file is not None:
+            if not question_file.is_file():
+                raise UserError(f"--question-file {question_file}: file not found")
+            text, source = question_file.read_text(encoding="utf-8"), str(question_file)
+        else:
+            if sys.stdin.isatty():
+                raise UserError("give --question-file q.json or pipe a JSON question on stdin")
+            text, source = sys.stdin.read(), "stdin"
+        docs = read_questions(text, source)
+        exdb = None
+        if cfg.needs_db:
+            if db is None:
+                raise UserError(f"strategy '{cfg.strategy}' needs --db (build one with `aloekit medprompt build-db`)")
+            from .db import ExampleDB
+            exdb = ExampleDB.load(db, cfg.embedding_model)
+        from ..backends import load_backend
+        mcfg = ModelConfig(**{k: v for k, v in {"name": model, "backend": backend}.items() if v is not None})
+        res = evaluate(load_backend(mcfg), docs, cfg, exdb)
+        out = [{"question": d.question, "options": d.options, "answer": r["pred"],
+                "answer_text": d.options["ABCDEFGHIJ".index(r["pred"])] if r["pred"] else None,
+                "votes": r["votes"], "members": r["members"], "chains": r["chains"],
+                "prompt_tokens": r["prompt_tokens"], "generated_tokens": r["generated_tokens"],
+                "seconds": r["seconds"]} for d, r in zip(docs, res)]
+        con.out.print(json.dumps(out[0] if len(out) == 1 else out, indent=2, ensure_ascii=False),
+                      highlight=False, markup=False, soft_wrap=True)

