@@ -13,7 +13,7 @@ Both use the same shingles, shingle hash (xxHash, passed as `hashfunc`), permuta
 the kept sets must be identical (checked). The same loop with datasketch's default SHA-1 hash is timed on a
 sample as a reference (its signatures differ, so its kept set is not compared).
 
-Run: .venv/bin/python benchmarks/data_pipeline.py [--records 100000] [--data-dir ../shared/data]
+Run: .venv/bin/python benchmarks/data_speed.py [--records 100000] [--data-dir ../shared/data]
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ Index build (once per run, not in the ratios): ours {t_index:.1f}s, peer {t_peer
 Machine load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (a shared 2-core machine
 with other jobs running; both sides ran in the same process, one after the other).
 """
-    write("data_pipeline", payload, md)
+    write("data_speed", payload, md)
     if not identical:
         sys.exit("kept sets differ")
 
