@@ -86,7 +86,7 @@ def markdown(rec: dict) -> str:
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}"
     lines = [f"# {rec['model']} on the benchmarks in shared/data (aloekit eval, loglik, {rec['dtype']})", "",
-             "Zero-shot, lm-eval-compatible prompts (`Question: ...\\nAnswer:` + ` option`; see docs/eval.md).",
+             "Zero-shot, lm-eval-compatible prompts (`Question: ...\\nAnswer:` + ` option`; see the README, Evaluate).",
              "`n < full` means the first n questions were used (the 2 CPUs were shared with other jobs, ~1 "
              "question/s: full runs would have taken hours); BBQ takes categories in turn, so its slice is balanced. A 135M model is expected near chance.",
              "", "| benchmark | n / full | acc | acc_norm | chance | majority | other |", "|---|---:|---:|---:|---:|---:|---|"]

@@ -3,7 +3,7 @@
 Same job as `dedup.NearDedup`, done the datatrove way: signatures -> LSH buckets -> clusters -> filter, each
 stage a pipeline run by an executor. Here it runs with `LocalPipelineExecutor` (processes on this machine);
 for a cluster swap in datatrove's `SlurmPipelineExecutor` (or `RayPipelineExecutor`) with the same pipelines
-and a shared `workdir` (see docs/data.md). Records go in and come out as JSONL, so ids and order survive.
+and a shared `workdir` (see the README, Data curation). Records go in and come out as JSONL, so ids and order survive.
 """
 
 from __future__ import annotations

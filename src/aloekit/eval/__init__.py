@@ -1,4 +1,4 @@
-"""Medical benchmark evaluation, lm-evaluation-harness compatible (see docs/eval.md)."""
+"""Medical benchmark evaluation, lm-evaluation-harness compatible (see the README, Evaluate)."""
 
 from .runner import EvalConfig, markdown, run
 from .tasks import GROUPS, TASKS
