@@ -62,7 +62,13 @@ def test_real_model_results_do_not_depend_on_batch_size(fp32_backend, data_dir):
                          [s["scores"] for t in o["samples"] for s in o["samples"][t]]) for o in outs])
     finally:
         fp32_backend.cfg.batch_size = old
-    assert got[0] == got[1] == got[2]
+    # metrics are identical; per-option log-likelihoods agree to ~3e-5 (with several CPU threads the GEMM
+    # reduction order can follow the batch shape; with 1 thread they are bit-identical)
+    assert got[0][0][0] == got[1][0][0] == got[2][0][0] and got[0][1][0] == got[1][1][0] == got[2][1][0]
+    for other in got[1:]:
+        for (_, a), (_, b) in zip(got[0], other):
+            for x, y in zip(a, b):
+                assert x == pytest.approx(y, abs=1e-4)
 
 
 def test_cli_end_to_end(real_model_dir, tmp_path):
