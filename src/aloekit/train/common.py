@@ -136,9 +136,10 @@ def stamp_run(want: str, run_dir: Path, model: str) -> None:
 
 def is_finished(run_dir: Path, want: str) -> bool:
     stamp = run_dir / "train_run.json"
-    return ((run_dir / "model" / "config.json").is_file() and stamp.is_file()
-            and json.loads(stamp.read_text()).get("config_hash") == want
-            and json.loads(stamp.read_text()).get("finished", False))
+    if not ((run_dir / "model" / "config.json").is_file() and stamp.is_file()):
+        return False
+    data = json.loads(stamp.read_text())
+    return data.get("config_hash") == want and data.get("finished", False)
 
 
 def mark_finished(run_dir: Path, want: str, model: str, metrics: dict) -> None:
@@ -184,6 +185,30 @@ def save_final(model, tok, out: Path, merge_lora: bool) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     return out
+
+
+def eval_before(trainer, before_file: Path, has_eval: bool, main: bool) -> None:
+    """Held-out metrics of the starting policy, once per run (a resumed run keeps the first measurement).
+    Every rank decides before rank 0 can write the file, since evaluate() synchronises the ranks."""
+    if has_eval and not before_file.is_file():
+        before = trainer.evaluate()
+        if main:
+            atomic_write_json(before_file, before)
+
+
+def train_and_save(trainer, resume: str | None, tok, out: Path, merge_lora: bool, ckpt_dir: Path, main: bool):
+    """trainer.train(), then the final model (rank 0); a full disk becomes a one-line error naming the last good
+    checkpoint."""
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+        if main:
+            save_final(trainer.model, tok, out, merge_lora)
+        return result
+    except OSError as e:
+        ue = translate_os_error(e, ckpt_dir)
+        if ue:
+            raise ue from None
+        raise
 
 
 def is_main_process() -> bool:

@@ -17,17 +17,17 @@ from ..rundir import RunDir
 from .common import (
     check_disk,
     config_hash,
+    eval_before,
     is_finished,
     is_main_process,
     load_tokenizer,
     lora_config,
     mark_finished,
     resume_point,
-    save_final,
     set_threads,
     stamp_run,
+    train_and_save,
     trainer_kwargs,
-    translate_os_error,
 )
 from .config import DPOConfig, DPOStage
 from .data import train_eval
@@ -75,23 +75,12 @@ def run_stage(cfg: DPOConfig, i: int, stage: DPOStage, policy: str, rd: RunDir) 
     trainer = DPOTrainer(model=model, ref_model=None, args=trl_args(cfg, stage, ckpt_dir, val is not None),
                          train_dataset=train, eval_dataset=val, processing_class=tok, peft_config=peft_config)
     before_file = sdir / "eval_before.json"
-    if val is not None and not before_file.is_file():
-        with rd.timed(f"{stage.name}/eval_before"):
-            before = trainer.evaluate()
-        if main:
-            atomic_write_json(before_file, before)
+    with rd.timed(f"{stage.name}/eval_before"):
+        eval_before(trainer, before_file, val is not None, main)
     console.note(f"dpo {stage.name}: {len(train)} pairs, beta={stage.beta}, lr={stage.optim.lr}; "
                  f"{'resuming from ' + resume if resume else 'starting'}")
-    try:
-        with rd.timed(f"{stage.name}/train"):
-            out = trainer.train(resume_from_checkpoint=resume)
-        if main:
-            save_final(trainer.model, tok, sdir / "model", cfg.merge_lora)
-    except OSError as e:
-        ue = translate_os_error(e, ckpt_dir)
-        if ue:
-            raise ue from None
-        raise
+    with rd.timed(f"{stage.name}/train"):
+        out = train_and_save(trainer, resume, tok, sdir / "model", cfg.merge_lora, ckpt_dir, main)
     m = {"stage": stage.name, "policy": policy, "pairs": len(train), "steps": trainer.state.global_step,
          "train_loss": out.training_loss, "seconds_per_step": round(out.metrics["train_runtime"] /
                                                                     max(trainer.state.global_step, 1), 2),

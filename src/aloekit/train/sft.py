@@ -20,17 +20,17 @@ from .common import (
     check_disk,
     check_template_masks_prompt,
     config_hash,
+    eval_before,
     is_finished,
     is_main_process,
     load_tokenizer,
     lora_config,
     mark_finished,
     resume_point,
-    save_final,
     set_threads,
     stamp_run,
+    train_and_save,
     trainer_kwargs,
-    translate_os_error,
 )
 from .config import SFTConfig
 from .data import train_eval
@@ -75,25 +75,13 @@ def run(cfg: SFTConfig) -> dict:
     trainer = SFTTrainer(model=model, args=trl_args(cfg, ckpt_dir, val is not None), train_dataset=train,
                          eval_dataset=val, processing_class=tok, peft_config=peft_config)
     before_file = run_dir / "eval_before.json"
-    if val is not None and not before_file.is_file():  # every rank decides before rank 0 can write (evaluate syncs)
-        with rd.timed("eval_before"):
-            before = trainer.evaluate()
-        if main:
-            atomic_write_json(before_file, before)
+    with rd.timed("eval_before"):
+        eval_before(trainer, before_file, val is not None, main)
     console.note(f"sft: {len(train)} train / {len(val) if val is not None else 0} validation rows; "
                  f"{'resuming from ' + resume if resume else 'starting'}")
     t0 = time.time()
-    try:
-        with rd.timed("train"):
-            out = trainer.train(resume_from_checkpoint=resume)
-        if main:
-            with rd.timed("save"):
-                save_final(trainer.model, tok, run_dir / "model", cfg.merge_lora)
-    except OSError as e:
-        ue = translate_os_error(e, ckpt_dir)
-        if ue:
-            raise ue from None
-        raise
+    with rd.timed("train"):
+        out = train_and_save(trainer, resume, tok, run_dir / "model", cfg.merge_lora, ckpt_dir, main)
     train_s = time.time() - t0
     metrics = {"train_loss": out.training_loss, "steps": trainer.state.global_step, "train_rows": len(train),
                "tokens_seen": int(trainer.state.num_input_tokens_seen), "train_seconds": round(train_s, 1),
