@@ -5,7 +5,7 @@ using datasketch well rather than re-implementing it: exact duplicates are dropp
 is computed, the permutations are generated once and shared by every MinHash, shingles are hashed with xxHash
 (passed to datasketch as `hashfunc`) and each record goes through one vectorised `update_batch`. The
 signatures equal those of a plain per-record `MinHash(hashfunc=shingle_hash).update()` loop, so the kept set
-is identical to that loop's (benchmarks/data_pipeline.py checks it).
+is identical to that loop's (benchmarks/data_speed.py checks it).
 """
 
 from __future__ import annotations
