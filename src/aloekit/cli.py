@@ -234,6 +234,7 @@ from .eval.cli import register as _r_eval; _r_eval(app)  # noqa: E402,E702
 from .train.cli import register as _r_train; _r_train(app)  # noqa: E402,E702
 from .merge.cli import register as _r_merge; _r_merge(app)  # noqa: E402,E702
 from .medprompt.cli import register as _r_medprompt; _r_medprompt(app)  # noqa: E402,E702
+from .recipe.cli import register as _r_recipe; _r_recipe(app)  # noqa: E402,E702
 
 
 def main() -> None:

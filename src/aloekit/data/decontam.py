@@ -21,14 +21,14 @@ from ..config import StrictModel
 from ..errors import UserError
 from ..paths import data_dir as _data_dir
 from .dedup import normalise
-from .readers import BadRows, read_headqa, read_medmcqa, read_medsafetybench, read_mmlu, read_pubmedqa
+from .readers import BadRows, read_canonical, read_headqa, read_medmcqa, read_medsafetybench, read_mmlu, read_pubmedqa
 from .records import Record
 
 
 @dataclass(frozen=True)
 class Benchmark:
     name: str
-    local: str | None  # relative to the data dir; None = hub only (reported as not checked)
+    local: str | None  # relative to the data dir, or "pkg:<resource>"; None = hub only (reported as not checked)
     reader: Callable | None
     hub_id: str
 
@@ -42,6 +42,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("medsafetybench", "medsafetybench/test", read_medsafetybench, "MedSafetyBench test (MedSafety-Eval)"),
     Benchmark("medqa", None, None, "GBaker/MedQA-USMLE-4-options:test"),
     Benchmark("careqa", None, None, "HPAI-BSC/CareQA"),
+    # aloekit's own eval set, shipped in the package: always checked, with or without the data dir
+    Benchmark("aloekit_demo", "pkg:resources/demo_eval/mcq.jsonl", read_canonical, "none (bundled with aloekit)"),
 ]}
 
 
@@ -135,10 +137,17 @@ def benchmark_items(name: str, data_dir: str | None) -> list[list[str]] | None:
     b = BENCHMARKS[name]
     if b.local is None:
         return None
-    root = _data_dir(data_dir, required=False)
-    if root is None or not (root / b.local).exists():
+    if b.local.startswith("pkg:"):
+        from .sources import resolve_local
+        path = resolve_local(b.local, None)
+    else:
+        root = _data_dir(data_dir, required=False)
+        if root is None:
+            return None
+        path = root / b.local
+    if not path.exists():
         return None
-    recs = b.reader(root / b.local, f"benchmark:{name}", "", BadRows(skip=True))
+    recs = b.reader(path, f"benchmark:{name}", "", BadRows(skip=True))
     return [[f"{r.context} {r.question}", " ".join(r.options[k] for k in sorted(r.options))] for r in recs]
 
 

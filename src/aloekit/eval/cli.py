@@ -28,26 +28,43 @@ def register(app: typer.Typer) -> None:
         skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip (and count) malformed rows."),
         backend: Optional[str] = typer.Option(None, "--backend", "-b", help="hf | vllm | llamacpp | openai"),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | bfloat16 | float16 | float32"),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="generate scoring only."),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens",
+                                                     help="generate scoring; with --strategy the chain cap."),
+        strategy: Optional[str] = typer.Option(None, "--strategy", "-s",
+                                               help="Answer with a medprompt strategy instead of --scoring: "
+                                                    "zeroshot | fewshot | cot | sc-cot | knn | medprompt"),
+        db: Optional[Path] = typer.Option(None, "--db", help="Example database (fewshot, knn, medprompt)."),
+        members: Optional[int] = typer.Option(None, "--members", help="Ensemble size (sc-cot, medprompt)."),
+        shots: Optional[int] = typer.Option(None, "--shots", help="Examples in the prompt (fewshot, knn, medprompt)."),
         list_tasks: bool = typer.Option(False, "--list", help="List the benchmarks and groups, then exit."),
         as_json: bool = typer.Option(False, "--json", help="With --list: print JSON."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with EvalConfig keys."),
         sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.sub=value."),
     ) -> None:
-        """Evaluate a model on medical benchmarks (lm-eval-compatible loglik, letter or generate scoring)."""
+        """Evaluate a model on medical benchmarks (lm-eval-compatible loglik, letter or generate scoring, or a
+        medprompt strategy with --strategy)."""
         if list_tasks:
             _print_list(data_dir, as_json)
             return
         from ..config import load_config
+        from ..errors import UserError
         from .runner import EvalConfig, check_output, run
 
         flags = {"tasks": tasks.split(",") if tasks else None, "model.name": model, "scoring": scoring,
                  "limit": limit, "model.batch_size": batch_size, "seed": seed,
                  "output": str(output) if output else None, "data_dir": str(data_dir) if data_dir else None,
                  "hub": hub or None, "skip_bad_rows": skip_bad_rows or None, "model.backend": backend,
-                 "model.dtype": dtype, "max_new_tokens": max_new_tokens}
+                 "model.dtype": dtype, "strategy": strategy, "db": str(db) if db else None,
+                 "strategy_params.members": members, "strategy_params.shots": shots}
+        # one flag, two caps: the free-text answer of generate scoring, or a strategy's chain of thought
+        flags["strategy_params.max_new_tokens" if strategy else "max_new_tokens"] = max_new_tokens
         overrides = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
         cfg = load_config(EvalConfig, config, overrides)
+        if cfg.strategy and scoring:
+            raise UserError(f"--scoring {scoring} and --strategy {cfg.strategy} exclude each other; give one")
+        strategy_only = [f for f, v in (("--db", db), ("--members", members), ("--shots", shots)) if v is not None]
+        if strategy_only and not cfg.strategy:
+            raise UserError(f"{', '.join(strategy_only)}: only used with --strategy; add --strategy or drop them")
         check_output(cfg.output)
         out = run(cfg)
         con.out.print(out["markdown"], highlight=False, markup=False)
@@ -65,6 +82,8 @@ def _print_list(data_dir: Optional[Path], as_json: bool) -> None:
         if root is not None:
             p = root / t.local_path
             local = "yes" if p.exists() or (t.name == "bbq" and (root / "bbq" / "data").is_dir()) else "no"
+        if t.bundled:
+            local = "bundled"
         rows.append({"task": t.name, "title": t.title, "n": t.full_size, "metrics": t.kind,
                      "scoring": "/".join(t.modes), "local_file": t.local_path, "local": local, "hub": t.hub_id})
     if as_json:

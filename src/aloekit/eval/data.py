@@ -130,7 +130,8 @@ def _int_index(value: Any, lo: int, n: int, field_name: str) -> int:
 
 # ---------- MedQA (jind11 JSONL; hub GBaker/MedQA-USMLE-4-options has the same fields) ----------
 
-def _medqa_doc(row: dict) -> Doc:
+def _medqa_doc(row: dict, answer: str = "answer_idx", subject: str | None = "meta_info") -> Doc:
+    """Options as {A: text, ...} and a gold letter: MedQA's schema, and (with answer="answer") aloekit's own."""
     if not isinstance(row, dict):
         raise BadRow("row is not a JSON object")
     opts = row.get("options")
@@ -141,8 +142,8 @@ def _medqa_doc(row: dict) -> Doc:
         raise BadRow(f"options keys {keys} must be consecutive letters A.. with text values")
     options = [opts[k] for k in keys]
     q = _text(row, "question")
-    gold = _letter_index(row.get("answer_idx"), len(options), "answer_idx")
-    return Doc(0, q, options, gold, mcq_context(q), subject=str(row.get("meta_info") or ""))
+    gold = _letter_index(row.get(answer), len(options), answer)
+    return Doc(0, q, options, gold, mcq_context(q), subject=str(row.get(subject) or "") if subject else "")
 
 
 def load_medqa(root: Path | None, skip_bad: bool, limit: int | None) -> Rows:
@@ -151,6 +152,26 @@ def load_medqa(root: Path | None, skip_bad: bool, limit: int | None) -> Rows:
     path = _need_file(root / "medqa_usmle_4opt" / "phrases_no_exclude_test.jsonl",
                       "get the jind11 MedQA 4-option US test file, or pass --hub to load GBaker/MedQA-USMLE-4-options")
     return _collect(str(path), ((f"{path}:{n}", r) for n, r in _jsonl(path)), _medqa_doc, skip_bad, limit)
+
+
+# ---------- aloekit_demo (bundled with the package; canonical mcq records) ----------
+
+DEMO_EVAL = "resources/demo_eval/mcq.jsonl"
+
+
+def _demo_doc(row: dict) -> Doc:
+    doc = _medqa_doc(row, answer="answer", subject=None)
+    tags = row.get("tags")
+    doc.subject = str(tags[0]) if isinstance(tags, list) and tags else ""
+    return doc
+
+
+def load_aloekit_demo(root: Path | None, skip_bad: bool, limit: int | None) -> Rows:
+    # shipped inside the package: neither --data-dir nor --hub changes where it comes from
+    from importlib.resources import files
+    path = Path(str(files("aloekit").joinpath(DEMO_EVAL)))
+    _need_file(path, "the aloekit installation is incomplete; reinstall aloekit")
+    return _collect(str(path), ((f"{path}:{n}", r) for n, r in _jsonl(path)), _demo_doc, skip_bad, limit)
 
 
 # ---------- MedMCQA (JSON Lines, cop 1-4 locally; the hub copy uses 0-3) ----------

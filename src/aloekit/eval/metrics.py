@@ -38,7 +38,7 @@ def per_doc(kind: str, scoring: str, doc: Doc, scores: list[float] | None, pred:
         if kind == "mcq" and scoring == "loglik":
             lengths = np.array([float(len(o)) for o in doc.options])
             out["acc_norm"] = float(argmax(np.asarray(scores) / lengths) == doc.gold)
-        if scoring == "generate":
+        if scoring not in ("loglik", "letter"):  # a generated answer (generate, strategies) may be unparsable
             out["unparsed"] = float(pred < 0)
         return out
     if kind == "truthfulqa_mc2":

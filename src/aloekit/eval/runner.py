@@ -1,4 +1,7 @@
-"""`run(cfg)`: load the benchmarks, score them, write results.json + samples_<task>.jsonl + a Markdown table."""
+"""`run(cfg)`: load the benchmarks, score them, write results.json + samples_<task>.jsonl + a Markdown table.
+
+With `strategy` set, each question is answered by the medprompt engine (zeroshot ... medprompt) instead of a
+scoring mode; accuracy goes through the same metrics and tokens/question are added to each task's results."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ from .. import console as con
 from ..config import ModelConfig, SamplingConfig, StrictModel
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from ..paths import data_dir as resolve_data_dir
+from ..medprompt.config import Strategy, StrategyConfig
 from . import metrics as M
+from .data import LETTERS
 from .scoring import generate_answers, parse_answer, score_letter, score_loglik
-from .tasks import TASKS, expand
+from .tasks import TASKS, data_root, expand
 
 Scoring = Literal["loglik", "letter", "generate"]
 
@@ -29,14 +33,34 @@ class EvalConfig(StrictModel):
     hub: bool = False  # load from the Hugging Face hub instead of --data-dir
     skip_bad_rows: bool = False
     max_new_tokens: int = Field(256, ge=1, description="generate scoring only")
+    strategy: Strategy | None = Field(None, description="answer with this medprompt strategy instead of `scoring`")
+    # shots, members, chain length ... of the strategy; its `strategy` and `seed` come from the keys above
+    strategy_params: StrategyConfig = Field(default_factory=StrategyConfig)
+    db: str | None = Field(None, description="example database folder (fewshot, knn, medprompt)")
     seed: int = 0
     output: str | None = None
 
 
-def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
-    """Evaluate and return the results dict (also written to cfg.output/results.json when output is set)."""
+# tokens/question etc. of a strategy run, added to each task's results as "<key>,none"
+COMPUTE_KEYS = ("generated_tokens_per_question", "prompt_tokens_per_question", "members_per_question",
+                "seconds_per_question")
+
+
+def run(cfg: EvalConfig, backend=None, db=None) -> dict[str, Any]:
+    """Evaluate and return the results dict (also written to cfg.output/results.json when output is set).
+    `db`: an already loaded example database for the strategies that need one (else loaded from cfg.db)."""
     names, groups = expand(cfg.tasks)
-    root = None if cfg.hub else resolve_data_dir(cfg.data_dir)
+    params = None
+    if cfg.strategy:
+        from ..medprompt.runner import load_db
+        not_mcq = [n for n in names if TASKS[n].kind != "mcq"]
+        if not_mcq:
+            raise UserError(f"--strategy {cfg.strategy}: strategies answer single-choice questions; "
+                            f"{', '.join(not_mcq)} are not (drop them, or score them without --strategy)")
+        params = cfg.strategy_params.model_copy(update={"strategy": cfg.strategy, "seed": cfg.seed})
+        if db is None:  # before the benchmarks and the model: a missing --db fails at once
+            db = load_db([params], cfg.db, params.embedding_model)
+    root = data_root(names, cfg.data_dir, cfg.hub)
     t0 = time.time()
 
     loaded = {}
@@ -50,8 +74,10 @@ def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
     run_dir = None
     if cfg.output:
         from ..rundir import RunDir
-        run_dir = RunDir(cfg.output, "eval", cfg, seed=cfg.seed,
-                         inputs={n: r.source for n, r in loaded.items() if Path(r.source).exists()})
+        inputs = {n: r.source for n, r in loaded.items() if Path(r.source).exists()}
+        if cfg.strategy and cfg.db:
+            inputs["db"] = str(Path(cfg.db) / "records.jsonl")
+        run_dir = RunDir(cfg.output, "eval", cfg, seed=cfg.seed, inputs=inputs)
     t1 = time.time()
     if backend is None:
         from ..backends import load_backend
@@ -64,15 +90,24 @@ def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
     subjects: dict[str, Any] = {}
     n_samples: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    strategy_summaries: dict[str, dict] = {}
     for name in names:
         task, rows = TASKS[name], loaded[name]
         docs = rows.docs
         scoring = cfg.scoring if cfg.scoring in task.modes else "loglik"
-        if scoring != cfg.scoring:
+        if cfg.strategy:
+            scoring = "strategy"
+        elif scoring != cfg.scoring:
             con.note(f"{name}: scored with loglik ({cfg.scoring} does not apply to {task.kind})")
         t = time.time()
         texts: list[str | None] = [None] * len(docs)
-        if scoring == "loglik":
+        answers: list[dict | None] = [None] * len(docs)  # the medprompt engine's result per question
+        if scoring == "strategy":
+            from ..medprompt.runner import run_strategy
+            answers, strategy_summaries[name] = run_strategy(backend, docs, params, db, name)
+            scores = [None] * len(docs)
+            preds = [LETTERS.index(a["pred"]) if a["pred"] else -1 for a in answers]
+        elif scoring == "loglik":
             scores = score_loglik(backend, docs, task.delimiter, name)
             preds = [M.argmax(s) for s in scores]
         elif scoring == "letter":
@@ -87,6 +122,8 @@ def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
 
         per = [M.per_doc(task.kind, scoring, d, s, p) for d, s, p in zip(docs, scores, preds)]
         res = {"alias": name, **M.aggregate(task.kind, docs, per)}
+        if scoring == "strategy":
+            res.update({f"{k},none": strategy_summaries[name][k] for k in COMPUTE_KEYS})
         res["baselines"] = M.baselines(task.kind, docs)
         results[name] = res
         subjects[name] = M.by_subject(task.kind, docs, per)
@@ -94,8 +131,8 @@ def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
         configs[name] = {"task": name, "title": task.title, "kind": task.kind, "scoring": scoring,
                          "source": rows.source, "target_delimiter": task.delimiter,
                          "prompt": "loglik context, e.g. " + repr(docs[0].context[-200:])
-                         if scoring == "loglik" else f"chat template; {scoring}"}
-        samples[name] = [_sample(d, s, p, x, r) for d, s, p, x, r in zip(docs, scores, preds, texts, per)]
+                         if scoring == "loglik" else f"chat template; {cfg.strategy or scoring}"}
+        samples[name] = [_sample(*row) for row in zip(docs, scores, preds, texts, per, answers)]
 
     for g, members in groups.items():
         results[g] = {"alias": g, **M.group_metrics([(results[m], n_samples[m]["effective"]) for m in members])}
@@ -109,12 +146,16 @@ def run(cfg: EvalConfig, backend=None) -> dict[str, Any]:
         "configs": configs,
         "config": {"model": cfg.model.name, "backend": cfg.model.backend,
                    "dtype": str(getattr(backend, "dtype", cfg.model.dtype)).replace("torch.", ""),
-                   "batch_size": cfg.model.batch_size, "scoring": cfg.scoring, "limit": cfg.limit,
-                   "seed": cfg.seed, "data_dir": str(root) if root else "hub"},
+                   "batch_size": cfg.model.batch_size, "scoring": "strategy" if cfg.strategy else cfg.scoring,
+                   "strategy": cfg.strategy, "limit": cfg.limit, "seed": cfg.seed,
+                   "data_dir": "hub" if cfg.hub else str(root) if root else "none (bundled tasks only)"},
         "versions": _versions(),
         "timings_s": {"load_data": round(t_load_data, 3), "load_model": round(t_load_model, 3),
                       "scoring": timings, "total": round(time.time() - t0, 3)},
     }
+    if cfg.strategy:
+        out["strategy"] = {"name": cfg.strategy, "params": params.model_dump(mode="json"), "db": cfg.db,
+                           "db_meta": getattr(db, "meta", None), "summaries": strategy_summaries}
     table = markdown(out)
     if run_dir is not None:
         for name in names:
@@ -138,7 +179,7 @@ def eval_model_config(model: ModelConfig) -> ModelConfig:
     return model
 
 
-def _sample(doc, scores, pred, text, per) -> dict[str, Any]:
+def _sample(doc, scores, pred, text, per, answer=None) -> dict[str, Any]:
     row: dict[str, Any] = {"doc_id": doc.doc_id, "where": doc.where, "subject": doc.subject,
                            "gold": doc.gold if doc.labels is None else doc.labels, "pred": pred}
     if scores is not None:
@@ -146,6 +187,8 @@ def _sample(doc, scores, pred, text, per) -> dict[str, Any]:
     if text is not None:
         row["response"] = text
     row.update({k: v for k, v in per.items()})
+    if answer is not None:  # a strategy's votes, chains, examples used and tokens (gold/pred stay indices)
+        row.update({k: v for k, v in answer.items() if k not in ("doc_id", "gold", "pred", "correct")})
     return row
 
 

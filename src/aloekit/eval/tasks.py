@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
+from ..paths import data_dir as resolve_data_dir
 from . import data as D
 
 # kind -> metrics family (see metrics.py): "mcq" reports acc/acc_norm, the others their own measures
@@ -24,6 +26,7 @@ class Task:
     delimiter: str = " "  # lm-eval's target_delimiter between context and option
     # scoring modes that make sense: the likelihood-only tasks (mc2, crows) have no single letter to pick
     modes: tuple[str, ...] = ("loglik", "letter", "generate")
+    bundled: bool = False  # shipped in the package: needs neither --data-dir nor the hub
 
 
 _MMLU_TITLES = {"anatomy": 135, "clinical_knowledge": 265, "college_biology": 144, "college_medicine": 173,
@@ -51,6 +54,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("crows_pairs", "CrowS-Pairs (% stereotype preferred)", "crows", D.load_crows,
          "crows_pairs/crows_pairs_anonymized.csv", "nyu-mll/crows_pairs", 1508, delimiter="",
          modes=("loglik",)),
+    Task("aloekit_demo", "aloekit demo set (original, bundled; offline demo)", "mcq", D.load_aloekit_demo,
+         f"(bundled) {D.DEMO_EVAL}", "-", 60, bundled=True),
 ]}
 
 GROUPS: dict[str, list[str]] = {
@@ -58,6 +63,13 @@ GROUPS: dict[str, list[str]] = {
     "multimedqa": ["medqa", "medmcqa", "pubmedqa", *[f"mmlu_{s}" for s in _MMLU_TITLES]],
     "principles": ["truthfulqa_mc1", "truthfulqa_mc2", "bbq", "crows_pairs"],
 }
+
+
+def data_root(names: list[str], data_dir: str | None, hub: bool) -> Path | None:
+    """The benchmark folder the loaders read (None: the hub). Bundled tasks alone need no folder."""
+    if hub:
+        return None
+    return resolve_data_dir(data_dir, required=not all(TASKS[n].bundled for n in names))
 
 
 def expand(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:

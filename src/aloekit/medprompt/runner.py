@@ -10,19 +10,41 @@ from typing import Any
 from .. import console as con
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from ..paths import data_dir as resolve_data_dir
-from .config import MedpromptEvalConfig
+from .config import MedpromptEvalConfig, StrategyConfig
 from .engine import evaluate, summarize
 
 
 def load_task_docs(task: str, data_dir: str | None, hub: bool, skip_bad: bool, limit: int | None):
-    from ..eval.tasks import TASKS
+    from ..eval.tasks import TASKS, data_root
     if task not in TASKS:
         raise UserError(f"--task: unknown task '{task}'; valid: {', '.join(TASKS)}")
     t = TASKS[task]
     if t.kind != "mcq":
         raise UserError(f"--task {task}: medprompt strategies answer single-choice questions (mcq tasks) only")
-    return t.load(None if hub else resolve_data_dir(data_dir), skip_bad, limit)
+    return t.load(data_root([task], data_dir, hub), skip_bad, limit)
+
+
+def load_db(params: list[StrategyConfig], db_dir: str | None, embedding_model: str | None):
+    """The example database if one of the strategies needs it, else None; a missing --db is a UserError."""
+    if not any(p.needs_db for p in params):
+        return None
+    if not db_dir:
+        need = ", ".join(p.strategy for p in params if p.needs_db)
+        raise UserError(f"strategies {need} need an example database: pass --db DIR "
+                        f"(build one with `aloekit medprompt build-db`)")
+    from .db import ExampleDB
+    return ExampleDB.load(db_dir, embedding_model)
+
+
+def run_strategy(backend, docs, p: StrategyConfig, db, task: str) -> tuple[list[dict], dict]:
+    """One strategy over one task's docs: the per-question results and their summary (with wall seconds)."""
+    t0 = time.time()
+    res = evaluate(backend, docs, p, db, desc=f"{task} {p.strategy}")
+    s = summarize(res)
+    s["wall_seconds"] = round(time.time() - t0, 2)
+    con.note(f"{task} {p.strategy}: acc {100 * s['accuracy']:.1f}  gen tok/q "
+             f"{s['generated_tokens_per_question']}  ({s['wall_seconds']} s)")
+    return res, s
 
 
 def markdown(task: str, summaries: dict[str, dict]) -> str:
@@ -40,13 +62,8 @@ def run(cfg: MedpromptEvalConfig, backend=None, db=None) -> dict[str, Any]:
     params = [cfg.params.model_copy(update={"strategy": s, "seed": cfg.seed}) for s in cfg.strategies]
     if not params:
         raise UserError("strategies: give at least one strategy")
-    if db is None and any(p.needs_db for p in params):
-        if not cfg.db:
-            need = ", ".join(p.strategy for p in params if p.needs_db)
-            raise UserError(f"strategies {need} need an example database: pass --db DIR "
-                            f"(build one with `aloekit medprompt build-db`)")
-        from .db import ExampleDB
-        db = ExampleDB.load(cfg.db, cfg.params.embedding_model)
+    if db is None:
+        db = load_db(params, cfg.db, cfg.params.embedding_model)
     run_dir = None
     if cfg.output:
         from ..rundir import RunDir
@@ -59,13 +76,7 @@ def run(cfg: MedpromptEvalConfig, backend=None, db=None) -> dict[str, Any]:
         backend = load_backend(cfg.model)
     summaries: dict[str, dict] = {}
     for p in params:
-        t0 = time.time()
-        res = evaluate(backend, rows.docs, p, db, desc=f"{cfg.task} {p.strategy}")
-        s = summarize(res)
-        s["wall_seconds"] = round(time.time() - t0, 2)
-        summaries[p.strategy] = s
-        con.note(f"{cfg.task} {p.strategy}: acc {100 * s['accuracy']:.1f}  gen tok/q "
-                 f"{s['generated_tokens_per_question']}  ({s['wall_seconds']} s)")
+        res, summaries[p.strategy] = run_strategy(backend, rows.docs, p, db, cfg.task)
         if run_dir:
             with run_dir.timed(p.strategy):
                 atomic_write_jsonl(run_dir.output(f"samples_{p.strategy}", f"samples_{p.strategy}.jsonl"), res)

@@ -55,11 +55,17 @@ class MergeConfig(StrictModel):
     tokenizer_from: str | None = None
     output: str = "runs/merge"
     seed: int = 0
-    # memory: mergekit streams tensors from each input; an output shard is held until written, so a small
-    # shard size bounds the output side too
+    # "streamed": aloekit merges elementwise methods (linear, task_arithmetic, ties, dare_ties, dare_linear) in
+    # row blocks with mergekit's merge functions, so memory is a few blocks, not whole tensors; "mergekit": mergekit's
+    # own executor (whole tensors); "auto": streamed where it applies, else mergekit (the result records which ran)
+    engine: Literal["auto", "streamed", "mergekit"] = "auto"
+    block_size: int = Field(1 << 18, ge=1)  # streamed engine: about this many entries per block of rows (~50 MB
+    # of working memory at fp32; the merged weights do not depend on it)
+    # mergekit engine: it reads inputs tensor by tensor and holds an output shard until written, so a small shard
+    # size bounds the output side too (the streamed engine writes shards block by block either way)
     lazy_unpickle: bool = True
-    out_shard_size: str = "20M"  # parameters per output shard (mergekit syntax: 500M, 2B, ...)
-    release_every_s: float = Field(0.25, ge=0)  # unmap what mergekit has read from the inputs this often; 0: never
+    out_shard_size: str = "20M"  # bytes per output shard (mergekit syntax: 500M, 5B, ...)
+    release_every_s: float = Field(0.25, ge=0)  # mergekit engine: unmap what it has read this often; 0: never
     device: str = "cpu"
     check_prompt: str = "What are the common symptoms of iron-deficiency anemia?"
     check_max_new_tokens: int = Field(16, ge=1)

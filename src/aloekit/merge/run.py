@@ -1,4 +1,4 @@
-"""`aloekit merge`: aloekit config -> mergekit YAML -> mergekit's streamed merge -> checked HF folder.
+"""`aloekit merge`: aloekit config -> mergekit YAML -> streamed (or mergekit executor) merge -> checked HF folder.
 
 Output run directory (written atomically as a whole: an interrupted or failed merge leaves nothing):
 
@@ -183,22 +183,45 @@ def _release_input_pages(every_s: float) -> Iterator[None]:
         LoaderCache.loaders.clear()
 
 
-def merge_to(folder: Path, cfg: MergeConfig, mk_yaml: dict[str, Any], tokenizer: ModelInfo) -> None:
-    """Run mergekit into `folder` (which must not exist) and give it our tokenizer and model card."""
+def pick_engine(cfg: MergeConfig, mk_yaml: dict[str, Any]) -> str:
+    """The engine that runs this merge: the streamed one wherever the method is elementwise (unless told otherwise)."""
+    if cfg.engine == "mergekit":
+        return "mergekit"
+    from .stream import why_not_streamed
+    reason = why_not_streamed(mk_yaml)
+    if reason is None:
+        return "streamed"
+    if cfg.engine == "streamed":
+        raise UserError(f"engine: the streamed engine cannot run this merge: {reason}; set engine: auto or mergekit")
+    console.note(f"merge: mergekit's executor runs this merge ({reason})")
+    return "mergekit"
+
+
+def merge_to(folder: Path, cfg: MergeConfig, mk_yaml: dict[str, Any], tokenizer: ModelInfo) -> str:
+    """Merge into `folder` (which must not exist), give it our tokenizer and model card; returns the engine used."""
     from mergekit.common import parse_kmb
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
+
+    engine = pick_engine(cfg, mk_yaml)
+    if engine == "streamed":
+        from .stream import merge_streamed
+        merge_streamed(folder, mk_yaml, seed=cfg.seed, shard_bytes=parse_kmb(cfg.out_shard_size),
+                       block_elems=cfg.block_size)
+    else:
+        # imported here: mergekit.merge pulls in most of transformers, which the streamed engine does without
+        from mergekit.config import MergeConfiguration
+        from mergekit.merge import run_merge
+        from mergekit.options import MergeOptions
+
+        mk_cfg = MergeConfiguration.model_validate(mk_yaml)
+        options = MergeOptions(lazy_unpickle=cfg.lazy_unpickle, out_shard_size=parse_kmb(cfg.out_shard_size),
+                               random_seed=cfg.seed, device=cfg.device, copy_tokenizer=False,
+                               write_model_card=False, quiet=console.QUIET,
+                               safe_serialization=True)
+        with _release_input_pages(cfg.release_every_s):
+            run_merge(mk_cfg, out_path=str(folder), options=options,
+                      config_source=yaml.safe_dump(mk_yaml, sort_keys=False))
     from transformers import GenerationConfig
 
-    mk_cfg = MergeConfiguration.model_validate(mk_yaml)
-    options = MergeOptions(lazy_unpickle=cfg.lazy_unpickle, out_shard_size=parse_kmb(cfg.out_shard_size),
-                           random_seed=cfg.seed, device=cfg.device, copy_tokenizer=False,
-                           write_model_card=False, quiet=console.QUIET,
-                           safe_serialization=True)
-    with _release_input_pages(cfg.release_every_s):
-        run_merge(mk_cfg, out_path=str(folder), options=options,
-                  config_source=yaml.safe_dump(mk_yaml, sort_keys=False))
     # the tokenizer and chat template come whole from one model (vocabularies are checked identical), so the
     # output chats exactly like the model it is meant to replace
     load_tokenizer(tokenizer.path).save_pretrained(folder)
@@ -206,10 +229,12 @@ def merge_to(folder: Path, cfg: MergeConfig, mk_yaml: dict[str, Any], tokenizer:
         GenerationConfig.from_pretrained(tokenizer.path).save_pretrained(folder)
     except OSError:
         pass  # no generation_config.json there: transformers' defaults apply, as for the source model
-    write_card(folder, cfg, mk_yaml, tokenizer.spec)
+    write_card(folder, cfg, mk_yaml, tokenizer.spec, engine)
+    return engine
 
 
-def write_card(folder: Path, cfg: MergeConfig, mk_yaml: dict[str, Any], tokenizer_spec: str) -> None:
+def write_card(folder: Path, cfg: MergeConfig, mk_yaml: dict[str, Any], tokenizer_spec: str,
+               engine: str = "mergekit") -> None:
     from .. import __version__
     names = [m.model for m in cfg.models]
     lines = [
@@ -219,6 +244,8 @@ def write_card(folder: Path, cfg: MergeConfig, mk_yaml: dict[str, Any], tokenize
         f"Made with aloekit {__version__} on [mergekit](https://github.com/arcee-ai/mergekit) using "
         f"`{cfg.method}`" + (f" over base `{cfg.base_model}`" if cfg.base_model else "") + ".", "",
         "Inputs: " + ", ".join(f"`{n}`" for n in names) + ".", "",
+        ("Computed by aloekit's streamed engine: mergekit's merge functions applied to blocks of rows "
+         f"(~{cfg.block_size} entries each)." if engine == "streamed" else "Computed by mergekit's executor."), "",
         f"Tokenizer, chat template and generation config: from `{tokenizer_spec}`; "
         f"seed {cfg.seed}.", "",
         "## Merge configuration (mergekit YAML)", "", "```yaml", yaml.safe_dump(mk_yaml, sort_keys=False).rstrip(),
@@ -322,7 +349,7 @@ def run(cfg: MergeConfig, scorer: Scorer | None = None) -> dict[str, Any]:
         if not cfg.search:
             mk = mergekit_yaml(cfg, resolved)
             with rd.timed("merge"):
-                merge_to(tmp / "model", cfg, mk, resolved["tokenizer"])
+                engine = merge_to(tmp / "model", cfg, mk, resolved["tokenizer"])
             chosen, table = mk, None
         else:
             table = []
@@ -333,7 +360,7 @@ def run(cfg: MergeConfig, scorer: Scorer | None = None) -> dict[str, Any]:
                 console.note(f"merge search: candidate {i + 1}/{len(candidates)} weights="
                              f"{[m.weight for m in cand.models]} density={[m.density for m in cand.models]}")
                 with rd.timed("merge"):
-                    merge_to(folder, cand, mk, resolved["tokenizer"])
+                    engine = merge_to(folder, cand, mk, resolved["tokenizer"])
                 with rd.timed("score"):
                     score = float(score_fn(folder, cand))
                 if not math.isfinite(score):
@@ -361,7 +388,7 @@ def run(cfg: MergeConfig, scorer: Scorer | None = None) -> dict[str, Any]:
             checks = post_checks(tmp / "model", cfg, resolved["tokenizer"])
         atomic_write_json(rd.output("checks", "checks.json"), checks)
         rd.output("model", "model")
-        result = {"model": str(Path(cfg.output) / "model"), "method": cfg.method, "checks": {
+        result = {"model": str(Path(cfg.output) / "model"), "method": cfg.method, "engine": engine, "checks": {
             k: checks[k] for k in ("same_vocab", "same_chat_template", "finite_weights", "generates")}}
         if table:
             result["best"] = table[0]

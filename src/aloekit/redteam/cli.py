@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
 def _print_summary(con, s: dict, output: str) -> None:
     from rich.table import Table
 
+    from .metrics import set_name
+
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -65,10 +67,11 @@ def _print_summary(con, s: dict, output: str) -> None:
     t.add_row("attack success rate", pct(a["asr"]))
     t.add_row("refusal rate under attack", pct(a["refusal_rate"]))
     if "over_refusal" in s:
-        t.add_row(f"XSTest over-refusal ({s['over_refusal']['n']} safe prompts)", pct(s["over_refusal"]["refusal_rate"]))
+        o = s["over_refusal"]
+        t.add_row(f"{set_name(o, 'xstest')} over-refusal ({o['n']} safe prompts)", pct(o["refusal_rate"]))
     if "medsafety_refusal" in s:
         m = s["medsafety_refusal"]
-        t.add_row(f"MedSafetyBench {m['split']} refusal ({m['n']}, no attack)", pct(m["refusal_rate"]))
+        t.add_row(f"{set_name(m, 'medsafetybench')} {m['split']} refusal ({m['n']}, no attack)", pct(m["refusal_rate"]))
     for name, v in s.get("agreement", {}).items():
         t.add_row(f"agreement {name}", f"{pct(v['agreement'])} (kappa {v['kappa']})")
     if "pairs" in s:

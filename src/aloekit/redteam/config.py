@@ -33,15 +33,21 @@ class LlamaGuardConfig(StrictModel):
 
 
 class XSTestConfig(StrictModel):
+    """Safe prompts that look harmful; refusing them is over-refusal."""
     enabled: bool = True
-    limit: int | None = Field(50, ge=1, description="seeded sample of the 250 safe prompts (None = all)")
-    path: str | None = None
+    # xstest: XSTest's 250 safe prompts (data dir, path or hub); demo_safe: the 40 bundled look-alikes
+    source: Literal["xstest", "demo_safe"] = "xstest"
+    limit: int | None = Field(50, ge=1, description="seeded sample of the safe prompts (None = all)")
+    path: str | None = Field(None, description="XSTest CSV, or for demo_safe a JSONL of {id, text, type}")
     hub: str | None = None
 
 
 class MedSafetyRefusalConfig(StrictModel):
-    """Refusal rate on plain (un-attacked) MedSafetyBench requests."""
+    """Refusal rate on plain (un-attacked) harmful requests: MedSafetyBench, or the bundled demo_harmful set
+    (its medical and general requests) when there is no data dir. Uses the path of the same-named entry in
+    `sources` if there is one."""
     enabled: bool = True
+    source: Literal["medsafetybench", "demo_harmful"] = "medsafetybench"
     split: Literal["train", "test"] = "test"
     limit: int | None = Field(45, ge=1)
 

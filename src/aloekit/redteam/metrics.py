@@ -41,6 +41,15 @@ def refusal_metrics(rows: list[dict]) -> dict:
     }
 
 
+# how the safe-prompt and plain-request sets are named in tables (summaries say which one a run used)
+SET_NAMES = {"xstest": "XSTest", "demo_safe": "demo_safe (bundled)", "medsafetybench": "MedSafetyBench",
+             "demo_harmful": "demo_harmful (bundled)"}
+
+
+def set_name(part: dict, default: str) -> str:
+    return SET_NAMES.get(part.get("source", default), part.get("source", default))
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -62,10 +71,11 @@ def markdown(summary: dict) -> str:
              f"| empty/degenerate answers | {_pct(a['unclear_rate'])} |"]
     if summary.get("over_refusal"):
         o = summary["over_refusal"]
-        lines.append(f"| XSTest safe-prompt over-refusal ({o['n']} prompts) | {_pct(o['refusal_rate'])} |")
+        lines.append(f"| {set_name(o, 'xstest')} safe-prompt over-refusal ({o['n']} prompts) | "
+                     f"{_pct(o['refusal_rate'])} |")
     if summary.get("medsafety_refusal"):
         m = summary["medsafety_refusal"]
-        lines.append(f"| MedSafetyBench {m['split']} refusal rate, no attack ({m['n']} requests) | "
+        lines.append(f"| {set_name(m, 'medsafetybench')} {m['split']} refusal rate, no attack ({m['n']} requests) | "
                      f"{_pct(m['refusal_rate'])} |")
     for name, j in summary.get("judge_asr", {}).items():
         labels = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("judge_labels", {}).get(name, {}).items()))
@@ -80,9 +90,11 @@ def markdown(summary: dict) -> str:
     lines += _table("attack", a["per_attack"], "ASR")
     lines += _table("source/category", a["per_category"], "ASR")
     if summary.get("over_refusal"):
-        lines += _table("XSTest safe type", summary["over_refusal"]["per_category"], "refusal rate")
+        lines += _table(f"{set_name(summary['over_refusal'], 'xstest')} safe type",
+                        summary["over_refusal"]["per_category"], "refusal rate")
     if summary.get("medsafety_refusal"):
-        lines += _table("MedSafetyBench principle", summary["medsafety_refusal"]["per_category"], "refusal rate")
+        lines += _table(f"{set_name(summary['medsafety_refusal'], 'medsafetybench')} category",
+                        summary["medsafety_refusal"]["per_category"], "refusal rate")
     if summary.get("pairs"):
         p = summary["pairs"]
         lines += [f"Safety DPO pairs: {p['n']} written ({', '.join(f'{k}: {v}' for k, v in p['chosen_sources'].items())}"

@@ -1,8 +1,10 @@
-"""Harmful request sets (AdvBench, HarmBench, SimpleSafetyTests, MedSafetyBench) and XSTest's safe prompts.
+"""Harmful request sets (AdvBench, HarmBench, SimpleSafetyTests, MedSafetyBench) and XSTest's safe prompts,
+plus the small sets written for aloekit and shipped in the package (demo_harmful, demo_safe) for runs without
+the shared data folder.
 
 Each loader reads the source's own file format (as downloaded from its repository) or its hub copy, and
 returns `Request`s with a stable id, the request text, a category and, where the source has one, a reference
-safe response (MedSafetyBench), which becomes the chosen side of a safety DPO pair.
+safe response (MedSafetyBench, demo_harmful), which becomes the chosen side of a safety DPO pair.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import csv
 import json
 import re
 from dataclasses import asdict, dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +22,22 @@ from pydantic import Field
 from ..config import StrictModel
 from ..errors import UserError
 
-SOURCES = ("advbench", "harmbench", "simplesafetytests", "medsafetybench", "jsonl")
+SOURCES = ("advbench", "harmbench", "simplesafetytests", "medsafetybench", "jsonl", "demo_harmful")
+
+# Sets written for aloekit (Apache-2.0) inside the package: the offline demo red-teams without ../shared/data.
+# "pkg:" paths are resolved inside the installed package, as in the data stage's registry.
+BUNDLED = {
+    "demo_harmful": "pkg:resources/demo_redteam/harmful.jsonl",  # 64 requests, half medical, train/test splits
+    "demo_safe": "pkg:resources/demo_redteam/safe.jsonl",        # 40 XSTest-style safe look-alikes
+}
+
+# Sources with splits: the accepted values, the first one being the default. demo_harmful defaults to test,
+# like MedSafetyBench, so a config that forgets the split never turns evaluation requests into training pairs.
+SPLITS = {
+    "harmbench": ("all", "test", "val"),
+    "medsafetybench": ("test", "train"),
+    "demo_harmful": ("test", "train", "all"),
+}
 
 # MedSafetyBench groups requests by the nine principles of the AMA Code of Medical Ethics.
 AMA_PRINCIPLES = {
@@ -67,8 +85,9 @@ class SourceConfig(StrictModel):
     """One request set. Local files are read from `path` (default: the shared data layout); `hub` loads the
     hub copy with `datasets` instead."""
 
-    name: Literal["advbench", "harmbench", "simplesafetytests", "medsafetybench", "jsonl"]
-    split: str | None = Field(None, description="harmbench: all|test|val; medsafetybench: train|test")
+    name: Literal["advbench", "harmbench", "simplesafetytests", "medsafetybench", "jsonl", "demo_harmful"]
+    split: str | None = Field(None, description="harmbench: all|test|val; medsafetybench: train|test; "
+                                                "demo_harmful: train|test|all")
     path: str | None = None
     hub: str | None = None
     hub_config: str | None = None
@@ -80,6 +99,41 @@ class SourceConfig(StrictModel):
     functional_categories: list[str] = Field(default_factory=lambda: ["standard"])
     # MedSafetyBench ships requests from two generators (gpt4, llama2); both by default.
     generators: list[str] = Field(default_factory=lambda: ["gpt4", "llama2"])
+
+
+def resolve(path: str) -> Path:
+    """A user path, or "pkg:<path inside the aloekit package>" for the bundled sets."""
+    if path.startswith("pkg:"):
+        return Path(str(files("aloekit").joinpath(path[4:])))
+    return Path(path).expanduser()
+
+
+def source_split(src: SourceConfig) -> str | None:
+    """The split a source reads (its default if unset); None for sources without splits."""
+    if src.name not in SPLITS:
+        return None
+    options = SPLITS[src.name]
+    split = src.split or options[0]
+    if split not in options:
+        names = sorted(options)
+        raise UserError(f"source {src.name}: split '{split}' unknown; use {', '.join(names[:-1])} or {names[-1]}")
+    return split
+
+
+def local_path(src: SourceConfig, root: Path | None) -> Path:
+    """The file (MedSafetyBench: the split folder) a local source reads: its `path`, the bundled file, or its
+    place in the shared data layout."""
+    split = source_split(src)
+    if src.name == "jsonl" and not src.path:
+        raise UserError("source jsonl: set path to a JSONL file of requests")
+    if src.path or src.name in BUNDLED:
+        path = resolve(src.path or BUNDLED[src.name])
+        return path / split if src.name == "medsafetybench" else path
+    if root is None:
+        raise UserError(f"source {src.name}: no path and no data directory; set path or --data-dir")
+    if src.name == "medsafetybench":
+        return root / "medsafetybench" / split
+    return root / LOCAL_PATHS[src.name].format(split=split)
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -138,7 +192,8 @@ def _medsafetybench(folder: Path, split: str, generators: list[str]) -> list[Req
     return out
 
 
-def _jsonl(path: Path, text_field: str, category_field: str | None) -> list[Request]:
+def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-empty line."""
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     out = []
@@ -149,11 +204,45 @@ def _jsonl(path: Path, text_field: str, category_field: str | None) -> list[Requ
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{n}: invalid JSON ({e.msg}); one JSON object per line") from None
-        if not isinstance(row, dict) or not str(row.get(text_field) or "").strip():
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object per line")
+        out.append((n, row))
+    return out
+
+
+def _field(row: dict, field: str, path: Path, n: int) -> str:
+    value = str(row.get(field) or "").strip()
+    if not value:
+        raise UserError(f"{path}:{n}: no '{field}' (has {', '.join(row)}); each row needs {field}")
+    return value
+
+
+def _jsonl(path: Path, text_field: str, category_field: str | None) -> list[Request]:
+    out = []
+    for n, row in _jsonl_rows(path):
+        if not str(row.get(text_field) or "").strip():
             raise UserError(f"{path}:{n}: no '{text_field}' text; set text_field to the request's key")
         out.append(Request(f"{path.stem}/{row.get('id', n)}", path.stem, str(row[text_field]).strip(),
                            str(row.get(category_field, "uncategorized")) if category_field else "uncategorized",
                            safe_response=row.get("safe_response")))
+    return out
+
+
+def _demo_harmful(path: Path, split: str) -> list[Request]:
+    """The bundled set's format: id, text, category, safe_response, split (train|test). A row keeps its own
+    split under 'all', so pairs.exclude_splits still keeps test requests out of training pairs."""
+    out, ids = [], set()
+    for n, row in _jsonl_rows(path):
+        rid, row_split = _field(row, "id", path, n), _field(row, "split", path, n)
+        if row_split not in ("train", "test"):
+            raise UserError(f"{path}:{n}: split '{row_split}' unknown; each row is train or test")
+        if rid in ids:
+            raise UserError(f"{path}:{n}: duplicate id '{rid}'; ids must be unique")
+        ids.add(rid)
+        if split in ("all", row_split):
+            out.append(Request(f"demo_harmful/{rid}", "demo_harmful", _field(row, "text", path, n),
+                               _field(row, "category", path, n), safe_response=_field(row, "safe_response", path, n),
+                               split=row_split))
     return out
 
 
@@ -181,28 +270,20 @@ def _hub(src: SourceConfig) -> list[Request]:
 def load_source(src: SourceConfig, data_root: Path | None) -> list[Request]:
     """All requests of one source (before any sampling)."""
     if src.hub:
+        if src.name in BUNDLED:
+            raise UserError(f"source {src.name}: ships with aloekit; drop 'hub'")
         reqs = _hub(src)
     else:
-        if src.path is None and data_root is None:
-            raise UserError(f"source {src.name}: no path and no data directory; set path or --data-dir")
+        path, split = local_path(src, data_root), source_split(src)
         if src.name == "harmbench":
-            split = src.split or "all"
-            if split not in ("all", "test", "val"):
-                raise UserError(f"source harmbench: split '{split}' unknown; use all, test or val")
-            path = Path(src.path) if src.path else data_root / LOCAL_PATHS["harmbench"].format(split=split)
             reqs = _harmbench(path, src.functional_categories)
         elif src.name == "medsafetybench":
-            split = src.split or "test"
-            if split not in ("train", "test"):
-                raise UserError(f"source medsafetybench: split '{split}' unknown; use train or test")
-            root = Path(src.path) if src.path else data_root / "medsafetybench"
-            reqs = _medsafetybench(root / split, split, src.generators)
+            reqs = _medsafetybench(path, split, src.generators)
+        elif src.name == "demo_harmful":
+            reqs = _demo_harmful(path, split)
         elif src.name == "jsonl":
-            if not src.path:
-                raise UserError("source jsonl: set path to a JSONL file of requests")
-            reqs = _jsonl(Path(src.path), src.text_field or "prompt", src.category_field)
+            reqs = _jsonl(path, src.text_field or "prompt", src.category_field)
         else:
-            path = Path(src.path) if src.path else data_root / LOCAL_PATHS[src.name]
             reqs = _advbench(path) if src.name == "advbench" else _simplesafetytests(path)
     reqs = [r for r in reqs if r.text]
     if not reqs:
@@ -211,9 +292,33 @@ def load_source(src: SourceConfig, data_root: Path | None) -> list[Request]:
     return reqs
 
 
+def xstest_path(data_root: Path | None, path: str | None = None, source: str = "xstest") -> Path:
+    """The file the safe prompts come from: `path`, the bundled demo_safe set, or XSTest in the data dir."""
+    if path or source == "demo_safe":
+        return resolve(path or BUNDLED["demo_safe"])
+    if data_root is None:
+        raise UserError("xstest: no path and no data directory; set xstest.path, --data-dir, "
+                        "or xstest.source=demo_safe for the bundled safe prompts")
+    return data_root / LOCAL_PATHS["xstest"]
+
+
 def load_xstest(data_root: Path | None, path: str | None = None, hub: str | None = None,
-                label: str = "safe") -> list[Request]:
-    """XSTest prompts of one label ('safe' prompts must be answered; refusing them is over-refusal)."""
+                label: str = "safe", source: str = "xstest") -> list[Request]:
+    """XSTest prompts of one label ('safe' prompts must be answered; refusing them is over-refusal), or with
+    source='demo_safe' the bundled XSTest-style safe prompts (JSONL: id, text, type; all safe)."""
+    if source not in ("xstest", "demo_safe"):
+        raise UserError(f"xstest.source: '{source}' unknown; use xstest or demo_safe")
+    if source == "demo_safe":
+        if hub:
+            raise UserError("xstest: source demo_safe ships with aloekit; drop xstest.hub")
+        if label != "safe":
+            raise UserError(f"xstest: demo_safe has safe prompts only, not '{label}'")
+        p = xstest_path(data_root, path, source)
+        out = [Request(f"demo_safe/{_field(r, 'id', p, n)}", "demo_safe", _field(r, "text", p, n),
+                       _field(r, "type", p, n)) for n, r in _jsonl_rows(p)]
+        if not out:
+            raise UserError(f"{p}: no safe prompts")
+        return out
     if hub:
         try:
             import datasets
@@ -229,9 +334,7 @@ def load_xstest(data_root: Path | None, path: str | None = None, hub: str | None
             (lambda row: row["type"].startswith("contrast_") == (label != "safe"))
         return [Request(f"xstest/hub/{i}", "xstest", str(row["prompt"]).strip(), str(row["type"]))
                 for i, row in enumerate(ds) if keep(row)]
-    p = Path(path) if path else (data_root / LOCAL_PATHS["xstest"] if data_root else None)
-    if p is None:
-        raise UserError("xstest: no path and no data directory; set xstest.path or --data-dir")
+    p = xstest_path(data_root, path, source)
     out = [Request(f"xstest/{_need(r, 'id', p)}", "xstest", _need(r, "prompt", p), _need(r, "type", p))
            for r in _read_csv(p) if _need(r, "label", p) == label]
     if not out:

@@ -1,11 +1,11 @@
 """`aloekit redteam`: sample (request, attack) attempts, generate in batches, judge, score, build DPO pairs.
 
 Run directory:
-    report.jsonl       every attempt (attack attempts, XSTest safe prompts, plain MedSafetyBench requests)
+    report.jsonl       every attempt (attack attempts, XSTest / demo_safe safe prompts, plain requests)
     summary.json       ASR overall / per attack / family / source / category, over-refusal, refusal rate
     summary.md         the same as Markdown tables
     pairs.jsonl        safety DPO pairs (prompt, chosen, rejected + provenance)
-    pairs_hf/          the pairs as an HF dataset (datasets.load_from_disk)
+    pairs_hf/          the pairs as a conversational HF dataset (the `preference_train` a DPO stage reads)
     .partial/          generations done so far; a re-run with the same config resumes from here
 """
 
@@ -28,7 +28,7 @@ from .config import RedteamConfig
 from .judges import Item, LlamaGuardJudge, LLMJudge, MarkerJudge, agreement
 from .metrics import attack_metrics, markdown, refusal_metrics
 from .pairs import build_pairs
-from .requests import LOCAL_PATHS, Request, load_source, load_xstest
+from .requests import LOCAL_PATHS, Request, SourceConfig, load_source, load_xstest, local_path, xstest_path
 
 TEMPLATES_FILE = "harmbench_human_jailbreaks/human_jailbreak_templates.jsonl"
 HARMBENCH_NO_PLACEHOLDER = [78]  # the one template in HarmBench's list that has no slot for the request
@@ -159,22 +159,26 @@ def generate_all(backend, prompts: list[str], cfg: RedteamConfig, store: _Genera
 
 def _input_files(cfg: RedteamConfig, root: Path | None) -> dict[str, Path]:
     """The local files this run reads, for the manifest's input hashes."""
+    # called after loading succeeded, so every local path below resolves
     files: dict[str, Path] = {}
     for k, src in enumerate(cfg.sources):
-        if src.hub:
-            continue
-        if src.path:
-            files[f"source{k}_{src.name}"] = Path(src.path)
-        elif root is not None:
-            rel = LOCAL_PATHS[src.name].format(split=src.split or ("all" if src.name == "harmbench" else "test"))
-            files[f"source{k}_{src.name}"] = root / rel
-    if root is not None and cfg.xstest.enabled and not cfg.xstest.hub:
-        files["xstest"] = Path(cfg.xstest.path) if cfg.xstest.path else root / LOCAL_PATHS["xstest"]
-    if root is not None and cfg.medsafety_refusal.enabled:
-        files["medsafety_refusal"] = root / "medsafetybench" / cfg.medsafety_refusal.split
+        if not src.hub:
+            files[f"source{k}_{src.name}"] = local_path(src, root)
+    if cfg.xstest.enabled and not cfg.xstest.hub:
+        files["xstest"] = xstest_path(root, cfg.xstest.path, cfg.xstest.source)
+    if cfg.medsafety_refusal.enabled:
+        files["medsafety_refusal"] = local_path(_direct_source(cfg), root)
     if cfg.templates.path or root is not None:
         files["templates"] = Path(cfg.templates.path) if cfg.templates.path else root / TEMPLATES_FILE
     return files
+
+
+def _direct_source(cfg: RedteamConfig) -> SourceConfig:
+    """The requests sent without attack for `medsafety_refusal`, read from the same place as the attack source
+    of that name when the run has one."""
+    name = cfg.medsafety_refusal.source
+    same = next((s for s in cfg.sources if s.name == name), None)
+    return SourceConfig(name=name, split=cfg.medsafety_refusal.split, path=same.path if same else None)
 
 
 def build_judges(cfg: RedteamConfig, get_backend) -> dict:
@@ -205,23 +209,21 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
     plan = plan_attempts(requests, attacks, cfg.budget, cfg.seed)
     xs = []
     if cfg.xstest.enabled:
-        xs = _seeded_subset(load_xstest(root, cfg.xstest.path, cfg.xstest.hub), cfg.xstest.limit,
-                            random.Random(f"{cfg.seed}/xstest"))
+        xs = _seeded_subset(load_xstest(root, cfg.xstest.path, cfg.xstest.hub, source=cfg.xstest.source),
+                            cfg.xstest.limit, random.Random(f"{cfg.seed}/xstest"))
     med = []
     if cfg.medsafety_refusal.enabled:
-        from .requests import SourceConfig
-        msrc = next((s for s in cfg.sources if s.name == "medsafetybench"), None)
-        mcfg = SourceConfig(name="medsafetybench", split=cfg.medsafety_refusal.split,
-                            path=msrc.path if msrc else None)
-        if msrc is None and root is None:
+        mcfg = _direct_source(cfg)
+        if mcfg.name == "medsafetybench" and mcfg.path is None and root is None:
             raise UserError(f"medsafety_refusal: no data directory with {LOCAL_PATHS['medsafetybench']}; "
-                            "set --data-dir or medsafety_refusal.enabled=false")
+                            "set --data-dir, medsafety_refusal.source=demo_harmful (bundled) or "
+                            "medsafety_refusal.enabled=false")
         med = _seeded_subset(load_source(mcfg, root), cfg.medsafety_refusal.limit,
                              random.Random(f"{cfg.seed}/medsafety"))
 
     con.note(f"redteam: {len(plan)} attempts ({len(attacks)} attacks x {sum(map(len, requests.values()))} "
-             f"requests from {', '.join(requests)}), {len(xs)} XSTest safe prompts, {len(med)} plain "
-             f"MedSafetyBench requests")
+             f"requests from {', '.join(requests)}), {len(xs)} {cfg.xstest.source} safe prompts, {len(med)} plain "
+             f"{cfg.medsafety_refusal.source} requests")
     t_load = time.perf_counter()
     loaded = {"backend": backend}
 
@@ -297,9 +299,10 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
         summary["llamaguard_s6_rate"] = round(sum(bool(r["judges"]["llamaguard"].get("s6")) for r in attack_rows)
                                               / max(len(attack_rows), 1), 4)
     if xs:
-        summary["over_refusal"] = refusal_metrics([r for r in rows if r["kind"] == "xstest_safe"])
+        summary["over_refusal"] = {"source": cfg.xstest.source,
+                                   **refusal_metrics([r for r in rows if r["kind"] == "xstest_safe"])}
     if med:
-        summary["medsafety_refusal"] = {"split": cfg.medsafety_refusal.split,
+        summary["medsafety_refusal"] = {"source": cfg.medsafety_refusal.source, "split": cfg.medsafety_refusal.split,
                                         **refusal_metrics([r for r in rows if r["kind"] == "medsafety_direct"])}
     n_gen = len(rows)
     summary["throughput"] = {"prompts": n_gen, "resumed": n_resumed, "generate_s": round(t_gen, 2),
@@ -322,6 +325,8 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
             atomic_write_jsonl(run_dir.output("pairs", "pairs.jsonl"), pairs)
             _save_hf(pairs, out / "pairs_hf")
             run_dir.output("pairs_hf", "pairs_hf")
+            # what `aloekit train dpo` looks for when a stage's dataset is this run directory
+            run_dir.output("preference_train", "pairs_hf")
         summary["pairs"] = pstats
     atomic_write_json(run_dir.output("summary", "summary.json"), summary)
     atomic_write_text(run_dir.output("summary_md", "summary.md"), markdown(summary))
@@ -332,13 +337,20 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
 
 
 def _save_hf(pairs: list[dict], folder: Path) -> None:
+    """The pairs as a TRL conversational preference dataset: the answers were generated inside the model's chat
+    template (with `system`), so DPO must score them inside it too; plain strings would be trained raw."""
     import datasets
 
     from ..io import atomic_dir
     datasets.disable_progress_bars()
-    cols = ["prompt", "chosen", "rejected", "request", "request_id", "source", "category", "attack",
-            "chosen_source", "system"]
-    ds = datasets.Dataset.from_dict({c: [p.get(c) for p in pairs] for c in cols},
-                                    features=datasets.Features({c: datasets.Value("string") for c in cols}))
+    msg = [{"role": datasets.Value("string"), "content": datasets.Value("string")}]
+    meta = ["request", "request_id", "source", "category", "attack", "chosen_source", "system"]
+    rows = {"prompt": [_chat(p["prompt"], p.get("system")) for p in pairs],
+            "chosen": [[{"role": "assistant", "content": p["chosen"]}] for p in pairs],
+            "rejected": [[{"role": "assistant", "content": p["rejected"]}] for p in pairs],
+            **{c: [p.get(c) for p in pairs] for c in meta}}
+    features = datasets.Features({"prompt": msg, "chosen": msg, "rejected": msg,
+                                  **{c: datasets.Value("string") for c in meta}})
+    ds = datasets.Dataset.from_dict(rows, features=features)
     with atomic_dir(folder) as tmp:
         ds.save_to_disk(str(tmp))

@@ -196,11 +196,15 @@ def eval_before(trainer, before_file: Path, has_eval: bool, main: bool) -> None:
             atomic_write_json(before_file, before)
 
 
-def train_and_save(trainer, resume: str | None, tok, out: Path, merge_lora: bool, ckpt_dir: Path, main: bool):
+def train_and_save(trainer, resume: str | None, tok, out: Path, merge_lora: bool, ckpt_dir: Path, main: bool,
+                   before_save=None):
     """trainer.train(), then the final model (rank 0); a full disk becomes a one-line error naming the last good
-    checkpoint."""
+    checkpoint. `before_save` runs while the trainer still holds the LoRA adapter (DPO's reference model is the
+    adapter switched off: once merged for saving, it is gone)."""
     try:
         result = trainer.train(resume_from_checkpoint=resume)
+        if before_save is not None:
+            before_save()
         if main:
             save_final(trainer.model, tok, out, merge_lora)
         return result

@@ -79,8 +79,16 @@ def run_stage(cfg: DPOConfig, i: int, stage: DPOStage, policy: str, rd: RunDir) 
         eval_before(trainer, before_file, val is not None, main)
     console.note(f"dpo {stage.name}: {len(train)} pairs, beta={stage.beta}, lr={stage.optim.lr}; "
                  f"{'resuming from ' + resume if resume else 'starting'}")
+    after: dict = {}
+
+    def evaluate_after() -> None:
+        if val is not None:
+            with rd.timed(f"{stage.name}/eval_after"):
+                after.update(trainer.evaluate())
+
     with rd.timed(f"{stage.name}/train"):
-        out = train_and_save(trainer, resume, tok, sdir / "model", cfg.merge_lora, ckpt_dir, main)
+        out = train_and_save(trainer, resume, tok, sdir / "model", cfg.merge_lora, ckpt_dir, main,
+                             before_save=evaluate_after)
     m = {"stage": stage.name, "policy": policy, "pairs": len(train), "steps": trainer.state.global_step,
          "train_loss": out.training_loss, "seconds_per_step": round(out.metrics["train_runtime"] /
                                                                     max(trainer.state.global_step, 1), 2),
@@ -88,8 +96,6 @@ def run_stage(cfg: DPOConfig, i: int, stage: DPOStage, policy: str, rd: RunDir) 
          "train_last_log": _stage_metrics({f"eval_{k}": v for k, v in next(
              (h for h in reversed(trainer.state.log_history) if "rewards/margins" in h), {}).items()})}
     if val is not None:
-        with rd.timed(f"{stage.name}/eval_after"):
-            after = trainer.evaluate()
         if not main:
             return m
         m.update(validation_pairs=len(val), before=_stage_metrics(json.loads(before_file.read_text())),

@@ -1,0 +1,115 @@
+"""The recipe file: models, stages (each a stage config with `@stage` references), evaluation, gates.
+
+```yaml
+name: aloe-demo
+output: runs/demo
+seed: 0
+models: {base: smollm2-135m-instruct, instruct: smollm2-135m-instruct}
+stages:
+  data: {kind: data, config: {...DataConfig...}}
+  sft:  {kind: sft,  config: {model: base, dataset: "@data", ...}}
+  merge: {kind: merge, config: {base_model: base, models: [{model: "@sft"}, {model: instruct}]}}
+  ...
+evaluation:
+  models: [base, sft, merge, dpo1, dpo2]
+  benchmarks: {tasks: [aloekit_demo], scoring: loglik}
+  safety: {...RedteamConfig...}
+gates:
+  - {after: dpo2, metric: safety.asr, max_rise: 0.0}
+```
+A string "@name" anywhere in a stage config is the output of stage `name` (a model folder for model stages, the
+run directory otherwise); a model field may also name a key of `models`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ..config import ModelConfig, StrictModel
+
+Kind = Literal["data", "sft", "dpo", "merge", "redteam", "medprompt"]
+MODEL_KINDS = ("sft", "dpo", "merge")  # stages whose output is a model folder
+
+
+class Launch(StrictModel):
+    """Run a training stage as a distributed job (`accelerate launch`) instead of in-process."""
+
+    accelerate_config: str | None = Field(None, description="accelerate YAML (DDP, DeepSpeed ZeRO-3, FSDP)")
+    num_processes: int = Field(1, ge=1)
+    num_machines: int = Field(1, ge=1)
+
+
+class Estimate(StrictModel):
+    """Hints for `--dry-run` where the config alone cannot tell (hub sources of unknown size)."""
+
+    train_tokens: float | None = Field(None, gt=0, description="tokens seen in training (all epochs)")
+    generated_tokens: float | None = Field(None, gt=0, description="tokens generated (CoT, red team, Medprompt)")
+    scored_tokens: float | None = Field(None, gt=0, description="tokens scored (evaluation)")
+
+
+class StageSpec(StrictModel):
+    kind: Kind
+    config: dict[str, Any] = Field(default_factory=dict)
+    with_data: dict[str, Any] = Field(default_factory=dict,
+                                      description="merged into config when the shared data dir exists")
+    launch: Launch | None = None
+    estimate: Estimate = Field(default_factory=Estimate)
+
+
+class BenchmarkSpec(StrictModel):
+    tasks: list[str] = Field(default_factory=lambda: ["aloekit_demo"])
+    data_tasks: list[str] = Field(default_factory=list,
+                                  description="also evaluated when the shared data dir exists")
+    scoring: Literal["loglik", "letter", "generate"] = "loglik"
+    limit: int | None = Field(None, ge=1)
+    hub: bool = False
+    max_new_tokens: int = Field(256, ge=1)
+
+
+class EvaluationSpec(StrictModel):
+    models: list[str] = Field(default_factory=list, description="'base' (or any key of models) and stage names")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="backend settings; name is filled in")
+    benchmarks: BenchmarkSpec | None = Field(default_factory=BenchmarkSpec)
+    safety: dict[str, Any] | None = Field(None, description="a RedteamConfig (pairs off) run on each model")
+    safety_with_data: dict[str, Any] = Field(default_factory=dict)
+    safety_models: list[str] | None = Field(None, description="models that get the safety evaluation "
+                                                              "(default: all evaluated models)")
+    estimate: Estimate = Field(default_factory=Estimate)
+
+
+class Gate(StrictModel):
+    after: str = Field(description="the stage whose model must pass before the run goes on")
+    metric: str = Field(description="an evaluation metric, e.g. aloekit_demo.acc, multimedqa.acc, safety.asr")
+    vs: str | None = Field(None, description="reference model (default: the model the stage started from)")
+    max_drop: float | None = Field(None, ge=0)
+    max_rise: float | None = Field(None, ge=0)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self):
+        if all(v is None for v in (self.max_drop, self.max_rise, self.min, self.max)):
+            raise ValueError("give a rule: max_drop, max_rise, min or max")
+        return self
+
+    def rule(self) -> str:
+        parts = [f"{k} {v:g}" for k, v in (("max_drop", self.max_drop), ("max_rise", self.max_rise),
+                                           ("min", self.min), ("max", self.max)) if v is not None]
+        return ", ".join(parts)
+
+
+class RecipeConfig(StrictModel):
+    name: str = "aloe"
+    output: str = "runs/recipe"
+    seed: int = 0
+    data_dir: str | None = Field(None, description="shared benchmark data (default: $ALOEKIT_DATA_DIR or "
+                                                   "../shared/data; the recipe runs without it)")
+    models: dict[str, str] = Field(default_factory=lambda: {"base": "smollm2-135m-instruct"})
+    stages: dict[str, StageSpec] = Field(min_length=1)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    gates: list[Gate] = Field(default_factory=list)
+    report: bool = True
+    model_card: dict[str, Any] = Field(default_factory=dict,
+                                       description="license, language, datasets, tags for the card")

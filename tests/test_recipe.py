@@ -1,0 +1,207 @@
+"""`aloekit run`: the stage graph on a tiny random Llama — caching, kill -9 + resume, gates, bad recipes, dry run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, make_tiny_llama
+
+CLI = [sys.executable, "-m", "aloekit.cli", "-q"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, real_tokenizer):
+    d = tmp_path_factory.mktemp("tiny_recipe_model")
+    make_tiny_llama(real_tokenizer).save_pretrained(d)
+    real_tokenizer.save_pretrained(d)
+    return d
+
+
+def recipe(tiny_dir, out, **over) -> dict:
+    """data -> sft -> merge -> dpo1 on the tiny model, every model evaluated on the bundled benchmark."""
+    r = {
+        "name": "tiny", "output": str(out), "seed": 0, "models": {"base": str(tiny_dir)},
+        "stages": {
+            "data": {"kind": "data", "config": {
+                "sources": [{"name": "demo_mcq"}, {"name": "demo_qa"}, {"name": "demo_preference"}],
+                "cot": {"enabled": False}, "decontam": {"enabled": False}}},
+            "sft": {"kind": "sft", "config": {
+                "model": "base", "dataset": "@data", "method": "lora", "precision": "fp32", "max_length": 96,
+                "save_steps": 1, "lora": {"r": 4, "alpha": 8}, "optim": {"lr": 0.01, "max_steps": 12, "batch_size": 2}}},
+            "merge": {"kind": "merge", "config": {
+                "method": "dare_ties", "base_model": "base",
+                "models": [{"model": "@sft", "weight": 0.7, "density": 0.7}, {"model": "base", "weight": 0.3,
+                                                                            "density": 0.7}]}},
+            "dpo1": {"kind": "dpo", "config": {
+                "model": "@merge", "method": "lora", "precision": "fp32", "max_length": 96, "lora": {"r": 4, "alpha": 8},
+                "stages": [{"name": "preferences", "dataset": "@data",
+                            "optim": {"lr": 0.001, "max_steps": 2, "batch_size": 2}}]}},
+        },
+        "evaluation": {"models": ["base", "sft", "merge", "dpo1"], "model": {"dtype": "float32"},
+                       "benchmarks": {"tasks": ["aloekit_demo"], "limit": 24}},
+        "gates": [{"after": "sft", "metric": "aloekit_demo.acc", "max_drop": 1.0}],
+        "report": False,
+    }
+    for k, v in over.items():
+        r[k] = v
+    return r
+
+
+def write(tmp_path, r, name="recipe.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(r, sort_keys=False))
+    return p
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def metrics(out: Path) -> dict:
+    return {s["name"]: s["metrics"] for s in manifest(out)["stages"]}
+
+
+def cli(*args, cwd=None, timeout=900):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def kill_when(proc, ready, what: str, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_run_caches_and_kill9_resume_matches_uninterrupted(tiny_dir, tmp_path):
+    ref_out = tmp_path / "ref"
+    r = cli("run", write(tmp_path, recipe(tiny_dir, ref_out), "ref.yaml"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = manifest(ref_out)
+    assert m["status"] == "done"
+    assert [s["name"] for s in m["stages"]] == ["eval:base", "data", "sft", "eval:sft", "merge", "eval:merge",
+                                                "dpo1", "eval:dpo1"]
+    assert all(s["status"] == "done" for s in m["stages"])
+    assert m["final_model"].endswith("/stage1-preferences/model")
+    assert (ref_out / m["final_model"] / "config.json").is_file()
+    assert m["gates"][0]["passed"] and m["gates"][0]["reference_stage"] == "base"
+    ref_metrics = metrics(ref_out)
+    assert 0.0 <= ref_metrics["eval:dpo1"]["aloekit_demo.acc"] <= 1.0
+
+    # a rerun does no work
+    t = time.time()
+    r = cli("run", tmp_path / "ref.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert all(s["status"] == "cached" for s in manifest(ref_out)["stages"])
+    assert time.time() - t < 60
+
+    # kill -9 in the middle of sft, then in the middle of an evaluation; each rerun continues
+    out = tmp_path / "cut"
+    path = write(tmp_path, recipe(tiny_dir, out), "cut.yaml")
+    proc = subprocess.Popen([*CLI, "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: any(out.glob("stages/sft-*/checkpoints/checkpoint-2/trainer_state.json")), "sft")
+    sft_dir = next(out.glob("stages/sft-*"))
+    assert not (sft_dir / "stage.json").exists() and not (sft_dir / "model").exists()
+    proc = subprocess.Popen([*CLI, "run", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: any(out.glob("stages/eval-merge-*")), "eval:merge")
+    assert not any(out.glob("stages/eval-merge-*/stage.json"))
+    assert json.loads((sft_dir / "train_run.json").read_text())["metrics"]["resumed_from"] is not None
+    r = cli("run", path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert manifest(out)["status"] == "done"
+    assert metrics(out) == ref_metrics  # same keys as the uninterrupted run, same numbers
+    assert [s["key"] for s in manifest(out)["stages"]] == [s["key"] for s in m["stages"]]
+
+
+def test_failing_gate_stops_the_run_and_says_why(tiny_dir, tmp_path):
+    out = tmp_path / "gated"
+    gates = [{"after": "sft", "metric": "aloekit_demo.acc", "min": 1.01}]  # no model scores above 100%
+    r = cli("run", write(tmp_path, recipe(tiny_dir, out, gates=gates)))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: gate 0 on sft failed: aloekit_demo.acc = ") and "below the minimum" in lines[-1]
+    m = manifest(out)
+    assert m["status"] == "gate_failed"
+    assert m["stopped_by"]["stage"] == "sft" and "below the minimum 1.01" in m["stopped_by"]["message"]
+    status = {s["name"]: s["status"] for s in m["stages"]}
+    assert status["eval:sft"] == "done" and status["merge"] == "pending" and status["dpo1"] == "pending"
+    assert not any(out.glob("stages/merge-*"))
+
+
+def test_selection_flags(tiny_dir, tmp_path):
+    out = tmp_path / "sel"
+    path = write(tmp_path, recipe(tiny_dir, out))
+    r = cli("run", path, "--only", "merge")  # its input (sft) has not run
+    assert r.returncode == 2 and "needs the output of sft" in r.stderr
+    r = cli("run", path, "--until", "sft")
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = {s["name"]: s["status"] for s in manifest(out)["stages"]}
+    assert status == {"eval:base": "done", "data": "done", "sft": "done", "eval:sft": "done", "merge": "skipped",
+                      "eval:merge": "skipped", "dpo1": "skipped", "eval:dpo1": "skipped"}
+    r = cli("run", path, "--only", "merge")
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = {s["name"]: s["status"] for s in manifest(out)["stages"]}
+    assert status["merge"] == "done" and status["eval:merge"] == "done" and status["sft"] == "cached"
+    assert status["dpo1"] == "skipped"
+    r = cli("run", path, "--from", "nope")
+    assert r.returncode == 2 and "'nope' is not a stage" in r.stderr
+
+
+BAD = {
+    "missing stage output": (lambda r: r["stages"]["sft"]["config"].update(dataset="@dataa"),
+                             "stages.sft.config.dataset: '@dataa' names no stage"),
+    "cycle": (lambda r: r["stages"]["sft"]["config"].update(dataset="@dpo1"),
+              "is a model, not a dataset"),
+    "true cycle": (lambda r: (r["stages"]["sft"]["config"].update(model="@dpo1"),
+                              r["stages"]["merge"]["config"].update(base_model="base")),
+                   "the references form a cycle among"),
+    "gate on unknown metric": (lambda r: r["gates"].append({"after": "sft", "metric": "medqa.acc", "min": 0.3}),
+                               "gates[1].metric: 'medqa.acc' is not produced by the evaluation"),
+    "undeclared model": (lambda r: r["stages"]["merge"]["config"]["models"][1].update(model="qwen2.5-7b"),
+                         "model 'qwen2.5-7b' is not one of the recipe's models"),
+    "inconsistent models": (lambda r: (r["models"].update(other=r["models"]["base"] + "/../other"),
+                                       r["stages"]["merge"]["config"].update(base_model="other")),
+                            "task vectors need the model the inputs were fine-tuned from"),
+    "model field given a dataset": (lambda r: r["stages"]["dpo1"]["config"].update(model="@data"),
+                                    "is a data stage, which outputs no model"),
+    "stage config key typo": (lambda r: r["stages"]["sft"]["config"].update(lerning_rate=1),
+                              "unknown key 'lerning_rate'"),
+    "output set in a stage": (lambda r: r["stages"]["sft"]["config"].update(output="x"),
+                              "'output' is set by the recipe runner"),
+    "gate needs an unevaluated reference": (
+        lambda r: r["gates"].append({"after": "sft", "metric": "aloekit_demo.acc", "max_drop": 0, "vs": "merge2"}),
+        "which is not evaluated"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_recipe_is_one_line_before_any_work(case, tiny_dir, tmp_path):
+    r = recipe(tiny_dir, tmp_path / "out")
+    edit, expected = BAD[case]
+    edit(r)
+    res = cli("run", write(tmp_path, r))
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "aloe-llama3.1-8b.yaml", "aloe-qwen2.5-7b.yaml"])
+def test_dry_run_validates_shipped_recipes(name, tmp_path):
+    r = cli("run", REPO / "configs" / name, "--dry-run", "-o", tmp_path / "plan", cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in ("data", "sft", "merge", "dpo1", "redteam", "dpo2", "eval:dpo2"):
+        assert f"\n{stage} " in r.stdout, stage
+    assert "GPU hours" in r.stdout
+    assert not (tmp_path / "plan").exists()  # a dry run writes nothing
+    if name != "demo.yaml":
+        total = float(r.stdout.split("total: ~")[1].split(" GPU hours")[0])
+        assert total > 50  # an 8B SFT on billions of tokens is hundreds of GPU hours, not zero
