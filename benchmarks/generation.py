@@ -12,8 +12,8 @@ import importlib.util
 import time
 
 import torch
-
 from _common import write
+
 from aloekit import models
 from aloekit.backends import load_backend
 from aloekit.config import ModelConfig, SamplingConfig

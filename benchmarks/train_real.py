@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from _common import REPO, data_dir, write
+
 from aloekit.backends import load_backend
 from aloekit.config import SamplingConfig
 from aloekit.train import dpo, sft

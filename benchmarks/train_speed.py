@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from _common import data_dir, write
+
 from aloekit.train import dpo, sft
 from aloekit.train.config import DPOConfig, SFTConfig
 

@@ -42,6 +42,13 @@ def make_tiny_llama(tokenizer, seed: int = 0, **overrides):
     return LlamaForCausalLM(cfg).eval()
 
 
+def save_tiny_llama(folder: Path, tokenizer, seed: int = 0) -> Path:
+    """make_tiny_llama saved with the tokenizer: a loadable HF folder for stages that take a model path."""
+    make_tiny_llama(tokenizer, seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_backend(real_tokenizer):
     """HF backend over a tiny random Llama, fp32 (exact comparisons)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from conftest import save_tiny_llama
 from safetensors.torch import load_file
 
 from aloekit.errors import UserError
@@ -23,10 +23,7 @@ def tiny(tmp_path_factory, real_tokenizer):
     root = tmp_path_factory.mktemp("tiny_stream")
     out = {}
     for name, seed in (("base", 0), ("ft1", 1), ("ft2", 2)):
-        m = make_tiny_llama(real_tokenizer, seed=seed)
-        m.save_pretrained(root / name)
-        real_tokenizer.save_pretrained(root / name)
-        out[name] = root / name
+        out[name] = save_tiny_llama(root / name, real_tokenizer, seed)
     return out
 
 

@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, make_tiny_llama
+from conftest import REPO, save_tiny_llama
 
 CLI = [sys.executable, "-m", "aloekit.cli", "-q"]
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, real_tokenizer):
-    d = tmp_path_factory.mktemp("tiny_recipe_model")
-    make_tiny_llama(real_tokenizer).save_pretrained(d)
-    real_tokenizer.save_pretrained(d)
-    return d
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_recipe_model"), real_tokenizer)
 
 
 def recipe(tiny_dir, out, **over) -> dict:
@@ -64,7 +61,14 @@ def manifest(out: Path) -> dict:
 
 
 def metrics(out: Path) -> dict:
-    return {s["name"]: s["metrics"] for s in manifest(out)["stages"]}
+    """The evaluation metrics of every evaluated model (training logs hold timings and, after a resume, the loss
+    of the resumed steps only: not results)."""
+    return {s["name"]: s["metrics"] for s in manifest(out)["stages"] if s["kind"] == "eval"}
+
+
+def weights(folder: Path) -> dict:
+    import hashlib
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("*.safetensors"))}
 
 
 def cli(*args, cwd=None, timeout=900):
@@ -117,7 +121,10 @@ def test_run_caches_and_kill9_resume_matches_uninterrupted(tiny_dir, tmp_path):
     r = cli("run", path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert manifest(out)["status"] == "done"
-    assert metrics(out) == ref_metrics  # same keys as the uninterrupted run, same numbers
+    assert metrics(out) == ref_metrics  # every evaluation: same numbers as the uninterrupted run
+    final = manifest(out)["final_model"]
+    assert final == m["final_model"].replace("ref/", "cut/") or final == m["final_model"]
+    assert weights(out / final) == weights(ref_out / m["final_model"])  # bit-identical final model
     assert [s["key"] for s in manifest(out)["stages"]] == [s["key"] for s in m["stages"]]
 
 
@@ -133,6 +140,10 @@ def test_failing_gate_stops_the_run_and_says_why(tiny_dir, tmp_path):
     assert m["stopped_by"]["stage"] == "sft" and "below the minimum 1.01" in m["stopped_by"]["message"]
     status = {s["name"]: s["status"] for s in m["stages"]}
     assert status["eval:sft"] == "done" and status["merge"] == "pending" and status["dpo1"] == "pending"
+    assert not any(out.glob("stages/merge-*"))
+    # the failed gate still bars the way when a later stage is asked for alone
+    r = cli("run", tmp_path / "recipe.yaml", "--only", "merge")
+    assert r.returncode == 1 and "gate 0 on sft failed" in r.stderr
     assert not any(out.glob("stages/merge-*"))
 
 

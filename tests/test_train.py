@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import save_tiny_llama
 from safetensors.torch import load_file
 
 from aloekit.config import load_config
@@ -20,15 +21,10 @@ from aloekit.train import dpo, sft
 from aloekit.train.config import DPOConfig, SFTConfig
 from aloekit.train.data import _hh_to_messages, to_prompt_completion
 
-from conftest import make_tiny_llama
-
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, real_tokenizer):
-    d = tmp_path_factory.mktemp("tiny")
-    make_tiny_llama(real_tokenizer).save_pretrained(d)
-    real_tokenizer.save_pretrained(d)
-    return d
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny"), real_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -193,7 +194,7 @@ def demo(
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """The main job for now: prepare the default model and answer the bundled medical questions."""
+    """Quick check: prepare the default model and answer the bundled medical questions (the main job is `run`)."""
     from importlib.resources import files
 
     from .backends import load_backend
@@ -227,14 +228,9 @@ def demo(
     con.note(f"\n[dim]{gen_tokens} tokens in {run.timings['generate']:.1f}s; wrote {output}/[/dim]")
 
 
-# --- stage commands: each stage package registers its own verbs (one line each) ---
-from .redteam.cli import register as _r_redteam; _r_redteam(app)  # noqa: E402,E702
-from .data.cli import register as _r_data; _r_data(app)  # noqa: E402,E702
-from .eval.cli import register as _r_eval; _r_eval(app)  # noqa: E402,E702
-from .train.cli import register as _r_train; _r_train(app)  # noqa: E402,E702
-from .merge.cli import register as _r_merge; _r_merge(app)  # noqa: E402,E702
-from .medprompt.cli import register as _r_medprompt; _r_medprompt(app)  # noqa: E402,E702
-from .recipe.cli import register as _r_recipe; _r_recipe(app)  # noqa: E402,E702
+# --- stage commands: each stage package registers its own verbs ---
+for _stage in ("data", "train", "merge", "redteam", "eval", "medprompt", "recipe"):
+    importlib.import_module(f".{_stage}.cli", __package__).register(app)
 
 
 def main() -> None:

@@ -106,6 +106,7 @@ def convert_gguf(gguf: Path, out: Path, name: str) -> Path:
         raise UserError(f"{gguf}: not a readable GGUF file ({type(e).__name__}: {str(e)[:120]}); "
                         f"reinstall the package that ships it or pass another file") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
     from .io import sha256_file
 
     with atomic_dir(out) as tmp:

@@ -45,7 +45,7 @@ class Backend(ABC):
         """Yield text pieces as they are generated; backends without streaming yield once."""
         yield self.generate([chat], sampling)[0][0].text
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         pass
 
 

@@ -217,6 +217,12 @@ def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | N
     runner.save()
     status, error = "done", None
     try:
+        # Gates of models evaluated in an earlier run still hold the way: --from/--only cannot step over a stage
+        # whose gate failed.
+        first = [st.name for st in plan.stages].index(chosen[0]) if chosen else 0
+        for st in plan.stages[:first]:
+            if st.kind == "eval" and st.of in runner.metrics:
+                runner.check_gates(st.of)
         for i, n in enumerate(chosen):
             st = by[n]
             con.note(f"[cyan]stage {i + 1}/{len(chosen)}: {n}[/cyan]")
