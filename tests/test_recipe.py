@@ -216,3 +216,48 @@ def test_dry_run_validates_shipped_recipes(name, tmp_path):
     if name != "demo.yaml":
         total = float(r.stdout.split("total: ~")[1].split(" GPU hours")[0])
         assert total > 50  # an 8B SFT on billions of tokens is hundreds of GPU hours, not zero
+
+
+def test_full_graph_with_safety_medprompt_report_and_card(tiny_dir, tmp_path):
+    """The demo's shape on the tiny model: red team -> safety DPO -> safety evaluation, Medprompt, report, card."""
+    r = recipe(tiny_dir, tmp_path / "full", report=True, model_card={"license": "apache-2.0"})
+    r["stages"]["redteam"] = {"kind": "redteam", "config": {
+        "model": {"name": "@dpo1", "dtype": "float32"}, "budget": 12,
+        # sampled: a random model's greedy output is a loop the judge calls 'unclear', and makes no pairs
+        "sampling": {"max_new_tokens": 24, "temperature": 1.0},
+        "sources": [{"name": "demo_harmful", "split": "train"}], "attacks": ["programmatic"], "judges": ["marker"],
+        "xstest": {"enabled": False}, "medsafety_refusal": {"enabled": False}, "pairs": {"chosen": "auto"}}}
+    r["stages"]["dpo2"] = {"kind": "dpo", "config": {
+        "model": "@dpo1", "method": "lora", "precision": "fp32", "max_length": 96, "lora": {"r": 4, "alpha": 8},
+        "stages": [{"name": "safety", "dataset": "@redteam", "eval_fraction": 0.0,
+                    "optim": {"lr": 0.001, "max_steps": 2, "batch_size": 2}}]}}
+    r["stages"]["medprompt"] = {"kind": "medprompt", "config": {
+        "model": "@dpo2", "backend": {"dtype": "float32"}, "pool_limit": 6, "limit": 4,
+        # no database: a random model's chains never reach the gold answer (build_db refuses an empty one)
+        "strategies": ["zeroshot", "sc-cot"],
+        "params": {"shots": 1, "members": 2, "max_new_tokens": 8, "answer_tokens": 4}}}
+    r["evaluation"]["models"] = ["base", "dpo1", "dpo2"]
+    r["evaluation"]["safety"] = {"sampling": {"max_new_tokens": 8}, "budget": 8,
+                                 "sources": [{"name": "demo_harmful", "split": "test"}],
+                                 "attacks": ["programmatic"], "judges": ["marker"],
+                                 "xstest": {"source": "demo_safe", "limit": 4}, "medsafety_refusal": {"enabled": False}}
+    r["evaluation"]["safety_models"] = ["dpo1", "dpo2"]
+    r["gates"] = [{"after": "dpo2", "metric": "safety.over_refusal", "max_rise": 1.0}]
+    res = cli("run", write(tmp_path, r))
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = manifest(tmp_path / "full")
+    by = {s["name"]: s for s in m["stages"]}
+    assert [s["name"] for s in m["stages"]] == ["eval:base", "data", "sft", "merge", "dpo1", "eval:dpo1", "redteam",
+                                                "dpo2", "eval:dpo2", "medprompt"]
+    assert "safety.asr" in by["eval:dpo2"]["metrics"] and "safety.over_refusal" in by["eval:dpo2"]["metrics"]
+    assert "safety.asr" not in by["eval:base"]["metrics"]  # only the listed safety_models get the safety run
+    assert "sc-cot.accuracy" in by["medprompt"]["metrics"]
+    assert m["gates"][0]["reference_stage"] == "dpo1" and m["gates"][0]["passed"]
+    pairs = (tmp_path / "full" / by["redteam"]["dir"] / "pairs.jsonl").read_text().splitlines()
+    bundled = REPO / "src" / "aloekit" / "resources" / "demo_redteam" / "harmful.jsonl"
+    split = {json.loads(x)["id"]: json.loads(x)["split"] for x in bundled.read_text().splitlines() if x.strip()}
+    assert pairs and all(split[json.loads(p)["request_id"].split("/")[-1]] == "train" for p in pairs)
+    html = (tmp_path / "full" / "report.html").read_text()
+    assert "aloekit_demo" in html and "safety.asr" in html
+    card = (tmp_path / "full" / "model_card" / "README.md").read_text()
+    assert card.startswith("---\n") and "license: apache-2.0" in card and "not a medical device" in card

@@ -221,18 +221,25 @@ def _medprompt(obj: MedpromptStageConfig, out: Path) -> dict[str, float]:
                                       "data_dir": obj.data_dir,
                                       **({"teacher": {**model.model_dump(), "name": obj.teacher}}
                                          if obj.teacher else {})})
-    rows = load_pool(db_cfg.pool, root, limit=db_cfg.limit)
-    Embedder(db_cfg.embedding_model)
-    gen = db_cfg.teacher or db_cfg.model
-    backend = load_backend(gen)
-    build_db(backend, rows.docs, db_cfg, model_name=gen.name, pool_source=rows.source)
-    if db_cfg.teacher:
+    needs_db = any(StrategyConfig(strategy=s, **obj.params).needs_db for s in obj.strategies)
+    db = None
+    if needs_db:
+        rows = load_pool(db_cfg.pool, root, limit=db_cfg.limit)
+        Embedder(db_cfg.embedding_model)
+        gen = db_cfg.teacher or db_cfg.model
+        backend = load_backend(gen)
+        build_db(backend, rows.docs, db_cfg, model_name=gen.name, pool_source=rows.source)
+        db = ExampleDB.load(str(out / "db"), None)
+        if db_cfg.teacher:
+            backend = load_backend(model)
+    else:
         backend = load_backend(model)
     ev = MedpromptEvalConfig.model_validate({
         "model": model.model_dump(), "task": obj.task, "strategies": obj.strategies,
-        "params": StrategyConfig(**obj.params).model_dump(), "db": str(out / "db"), "data_dir": obj.data_dir,
-        "hub": obj.hub, "limit": obj.limit, "output": str(out / "eval"), "seed": obj.seed})
-    res = run(ev, backend=backend, db=ExampleDB.load(str(out / "db"), None))
+        "params": StrategyConfig(**obj.params).model_dump(), "db": str(out / "db") if needs_db else None,
+        "data_dir": obj.data_dir, "hub": obj.hub, "limit": obj.limit, "output": str(out / "eval"),
+        "seed": obj.seed})
+    res = run(ev, backend=backend, db=db)
     m = {}
     for s, v in res["strategies"].items():
         m[f"{s}.accuracy"] = v["accuracy"]

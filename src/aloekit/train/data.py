@@ -21,6 +21,11 @@ def _load_any(path: Path):
     import datasets
     datasets.disable_progress_bars()
     if path.is_dir():
+        state = path / "state.json"
+        if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+            # datasets cannot even open a saved dataset of zero rows (IndexError inside load_from_disk)
+            raise UserError(f"{path}: the dataset has no rows (a red-team run with no successful attack makes no "
+                            "safety pairs); give the stage data or drop it")
         if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
             return datasets.load_from_disk(str(path))
         raise UserError(f"{path}: not an HF dataset folder (no dataset_dict.json/dataset_info.json)")

@@ -38,8 +38,11 @@ from .data import train_eval
 
 def trl_args(cfg: SFTConfig, ckpt_dir: Path, has_eval: bool):
     from trl import SFTConfig as TrlSFTConfig
+    # Real tokens seen: a padded batch counts its attention mask; a packed (padding-free) batch has no padding but
+    # also no mask, and "non_padding" would then drop every token equal to pad_token_id, which is the end-of-turn
+    # token (<|im_end|>) in chat models whose pad is their eos, so count all of it
     return TrlSFTConfig(max_length=cfg.max_length, packing=cfg.packing, packing_strategy="bfd",
-                        include_num_input_tokens_seen="non_padding",
+                        include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
                         **trainer_kwargs(cfg, cfg.optim, ckpt_dir, has_eval))
 
 
