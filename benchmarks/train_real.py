@@ -11,7 +11,7 @@ Run: .venv/bin/python benchmarks/train_real.py [--pairs 160]
    train pairs and scored on dev, the lr with the best dev reward accuracy (ties: margin) is the one reported on the
    held-out pairs, which play no part in the choice. Only pairs whose chat-rendered prompt+answer fit max_length
    are used, so truncation never cuts an answer away (the filter is the same for every split).
-   Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_real.py --hh-dpo [--train-pairs 400] [--lrs 1e-4 5e-4]
+   Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_real.py --hh-dpo [--train-pairs 160] [--lrs 2e-4 5e-4]
 """
 
 from __future__ import annotations
@@ -151,13 +151,13 @@ def main() -> None:
     ap.add_argument("--sft-epochs", type=float, default=2.0)
     ap.add_argument("--keep", type=Path, default=None, help="Keep the run folders here instead of a temp dir.")
     ap.add_argument("--hh-dpo", action="store_true", help="Run only the HH-RLHF DPO experiment (3. above).")
-    ap.add_argument("--train-pairs", type=int, default=400)
-    ap.add_argument("--dev-pairs", type=int, default=50)
+    ap.add_argument("--train-pairs", type=int, default=160)
+    ap.add_argument("--dev-pairs", type=int, default=40)
     ap.add_argument("--held-pairs", type=int, default=100)
-    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 5e-4])
+    ap.add_argument("--lrs", type=float, nargs="+", default=[2e-4, 5e-4])
     ap.add_argument("--method", default="lora")
     ap.add_argument("--beta", type=float, default=0.1)
-    ap.add_argument("--max-length", type=int, default=192)
+    ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.hh_dpo:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .. import console
@@ -82,10 +81,9 @@ def run(cfg: SFTConfig) -> dict:
         eval_before(trainer, before_file, val is not None, main)
     console.note(f"sft: {len(train)} train / {len(val) if val is not None else 0} validation rows; "
                  f"{'resuming from ' + resume if resume else 'starting'}")
-    t0 = time.time()
     with rd.timed("train"):
         out = train_and_save(trainer, resume, tok, run_dir / "model", cfg.merge_lora, ckpt_dir, main)
-    train_s = time.time() - t0
+    train_s = out.metrics["train_runtime"]  # the training loop only, not the final LoRA merge and save
     metrics = {"train_loss": out.training_loss, "steps": trainer.state.global_step, "train_rows": len(train),
                "tokens_seen": int(trainer.state.num_input_tokens_seen), "train_seconds": round(train_s, 1),
                "resumed_from": resume}
