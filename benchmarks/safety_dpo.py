@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import random
@@ -62,11 +63,14 @@ class Retain(StrictModel):
     """Benign prompts kept answered: chosen = the base model's own answer, rejected = a refusal. Files are JSONL with
     a `prompt` or `question` field; `pkg:` paths are inside the aloekit package."""
     files: list[str] = Field(default_factory=list)
+    # the rejected side: "template" = aloekit's refusal templates (the chosen side of the AdvBench pairs, so the
+    # same strings get pushed both ways), or a fixed refusal text
+    rejected: str = "template"
 
 
 class Candidate(StrictModel):
     name: str
-    retain: bool = False  # add the retain pairs to the safety pairs
+    retain: bool | Retain = False  # True: add the config's retain pairs; or this candidate's own retain settings
     stage: dict = Field(default_factory=dict)  # overrides of dpo.stages[0]
     dpo: dict = Field(default_factory=dict)  # overrides of the dpo config
 
@@ -230,7 +234,7 @@ def redteam(cfg: BenchConfig, model: str, sources: list[dict], budget: Budget, a
     return s, Wall(round(time.perf_counter() - t, 1), s["throughput"]["resumed"] == 0)
 
 
-def retain_pairs(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
+def retain_pairs(cfg: BenchConfig, work: Path, rc: Retain) -> tuple[list[dict], dict]:
     """Benign prompts -> (prompt, chosen = the base model's greedy answer, rejected = a refusal template). Answers
     the marker judge does not read as a plain answer (refusal / unclear) are dropped. Cached in the work folder."""
     import importlib.resources
@@ -238,14 +242,15 @@ def retain_pairs(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
     from aloekit.redteam.judges import MarkerJudge
     from aloekit.redteam.pairs import template_refusal
     prompts = []
-    for f in cfg.retain.files:
+    for f in rc.files:
         path = Path(str(importlib.resources.files("aloekit") / f[4:])) if f.startswith("pkg:") else REPO / f
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
                 prompts.append((f"{path.stem}/{row['id']}", row.get("prompt") or row["question"]))
-    cache = work / "retain" / "answers.jsonl"
     key = json.dumps([cfg.model, cfg.dtype, cfg.max_new_tokens, prompts])
+    cache = work / "retain" / ("answers.jsonl" if rc.files == cfg.retain.files else
+                               f"answers_{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl")
     rows = [json.loads(x) for x in cache.read_text().splitlines()] if cache.is_file() else []
     if not rows or rows[0].get("key") != key:
         from aloekit.backends import load_backend
@@ -264,9 +269,10 @@ def retain_pairs(cfg: BenchConfig, work: Path) -> tuple[list[dict], dict]:
         pairs.append({"prompt": [{"role": "user", "content": r["prompt"]}],
                       "chosen": [{"role": "assistant", "content": r["answer"]}],
                       "rejected": [{"role": "assistant", "content": template_refusal(
-                          {"source": "benign", "category": "", "request_id": r["id"]})}]})
+                          {"source": "benign", "category": "", "request_id": r["id"]})
+                          if rc.rejected == "template" else rc.rejected}]})
     return pairs, {"prompts": len(rows) - 1, "pairs": len(pairs), "dropped_not_answered": dropped,
-                   "files": cfg.retain.files}
+                   "files": rc.files, "rejected": rc.rejected}
 
 
 def dpo_config(cfg: BenchConfig, cand: Candidate, pairs_dir: Path, out: Path, work: Path):
@@ -277,8 +283,9 @@ def dpo_config(cfg: BenchConfig, cand: Candidate, pairs_dir: Path, out: Path, wo
     if cand.retain:  # safety pairs + retain pairs in one conversational JSONL
         import datasets
         safety = datasets.load_from_disk(str(pairs_dir / "pairs_hf")).select_columns(["prompt", "chosen", "rejected"])
-        extra, _ = retain_pairs(cfg, work)
-        mixed = work / "retain" / "safety_plus_retain.jsonl"
+        rc = cfg.retain if cand.retain is True else cand.retain
+        extra, _ = retain_pairs(cfg, work, rc)
+        mixed = work / "retain" / ("safety_plus_retain.jsonl" if rc == cfg.retain else f"safety_plus_{cand.name}.jsonl")
         atomic_write_jsonl(mixed, list(safety) + extra)
         stage["dataset"] = str(mixed)
     return DPOConfig.model_validate({**base, "model": cfg.model, "output": str(out), "seed": cfg.seed,
@@ -519,8 +526,8 @@ def main() -> None:
         selected = best["name"]
         smallest = min(ok, key=lambda r: (r["steps"], r["train_pairs"]))["name"] if ok else None
     payload["selected"], payload["smallest"] = selected, smallest
-    if any(c.retain for c in cfg.candidates):
-        payload["retain"] = retain_pairs(cfg, work)[1]
+    payload["retain"] = {c.name: retain_pairs(cfg, work, cfg.retain if c.retain is True else c.retain)[1]
+                         for c in cfg.candidates if c.retain}
     if args.tune_only:
         atomic_write_json(work / "tuning.json", payload)
         print(markdown_tuning(payload))
