@@ -6,6 +6,7 @@ a recipe run can be inspected, resumed or redone stage by stage with the stage c
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -42,27 +43,19 @@ class EvalStageConfig(StrictModel):
     safety: dict[str, Any] | None = None
 
 
+# kind -> (module, class) of the stage's own config; imported on use so `aloekit --help` stays light
+CONFIG_CLASSES = {"data": ("..data.pipeline", "DataConfig"), "sft": ("..train.config", "SFTConfig"),
+                  "dpo": ("..train.config", "DPOConfig"), "merge": ("..merge.config", "MergeConfig"),
+                  "redteam": ("..redteam.config", "RedteamConfig")}
+
+
 def _cls(kind: str):
-    if kind == "data":
-        from ..data.pipeline import DataConfig
-        return DataConfig
-    if kind == "sft":
-        from ..train.config import SFTConfig
-        return SFTConfig
-    if kind == "dpo":
-        from ..train.config import DPOConfig
-        return DPOConfig
-    if kind == "merge":
-        from ..merge.config import MergeConfig
-        return MergeConfig
-    if kind == "redteam":
-        from ..redteam.config import RedteamConfig
-        return RedteamConfig
     if kind == "medprompt":
         return MedpromptStageConfig
     if kind == "eval":
         return EvalStageConfig
-    raise AssertionError(kind)
+    module, name = CONFIG_CLASSES[kind]
+    return getattr(importlib.import_module(module, __package__), name)
 
 
 def build_config(kind: str, cfg: dict, where: str, output: Path | None) -> Any:
@@ -188,19 +181,15 @@ def benchmark_metrics(results: dict) -> dict[str, float]:
 
 def _eval(obj: EvalStageConfig, out: Path) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    backend = None
     if obj.benchmarks is not None:
-        from ..eval.runner import EvalConfig, eval_model_config, run
+        from ..eval.runner import EvalConfig, run
         cfg = EvalConfig.model_validate({**obj.benchmarks, "model": obj.model.model_dump(),
                                          "output": str(out / "benchmarks")})
-        from ..backends import load_backend
-        backend = load_backend(eval_model_config(cfg.model))
-        metrics.update(benchmark_metrics(run(cfg, backend=backend)))
-    if obj.safety is not None:
+        metrics.update(benchmark_metrics(run(cfg)))
+    if obj.safety is not None:  # loads its own backend: generation runs in the default (bf16) dtype
         from ..redteam.config import RedteamConfig
         from ..redteam.run import run as redteam
         cfg = RedteamConfig.model_validate({**obj.safety, "output": str(out / "safety")})
-        del backend  # the safety run generates in the default (bf16) dtype: load its own
         metrics.update(safety_metrics(redteam(cfg, output=out / "safety")))
     return metrics
 
