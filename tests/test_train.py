@@ -194,3 +194,54 @@ def test_shipped_training_configs_validate():
         cfg = load_config(DPOConfig if f.name.startswith("dpo") else SFTConfig, f)
         if "8b" in f.name or "7b" in f.name:
             assert cfg.precision == "bf16" and cfg.gradient_checkpointing and cfg.method == "full"
+
+
+def test_adapter_merge_from_gathered_weights_matches_in_place_merge(tiny_dir, tmp_path):
+    """The FSDP / QLoRA save path (adapter from a gathered state dict, merged into a copy of the base read from
+    disk) writes the same weights as merging in place."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from aloekit.train.common import save_final
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    save_final(model, tok, tmp_path / "gathered", merge_lora=True, state_dict=state)
+    save_final(model, tok, tmp_path / "in_place", merge_lora=True)
+    a, b = weights(tmp_path / "gathered"), weights(tmp_path / "in_place")
+    base = weights(tiny_dir)
+    assert a.keys() == b.keys() == base.keys()
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(a[q], base[q])  # the adapter was really merged
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert not list((tmp_path / "gathered").glob("_adapter*"))
+
+
+def test_eval_before_under_fsdp_runs_at_train_begin(tmp_path):
+    """FSDP2 refuses evaluate() before train() (seen on a GPU): there the measurement moves into train()'s start."""
+    from aloekit.train.common import eval_before
+
+    class FakeTrainer:
+        is_fsdp_enabled = True
+
+        def __init__(self):
+            self.callbacks, self.calls = [], 0
+
+        def add_callback(self, cb):
+            self.callbacks.append(cb)
+
+        def evaluate(self):
+            self.calls += 1
+            return {"eval_loss": 1.5}
+
+    t = FakeTrainer()
+    eval_before(t, tmp_path / "before.json", has_eval=True, main=True)
+    assert t.calls == 0 and len(t.callbacks) == 1
+    t.callbacks[0].on_train_begin(None, None, None)
+    assert t.calls == 1 and json.loads((tmp_path / "before.json").read_text()) == {"eval_loss": 1.5}
+    assert t.aloekit_eval_before_s >= 0
+    t.is_fsdp_enabled = False
+    eval_before(t, tmp_path / "b2.json", has_eval=True, main=True)
+    assert t.calls == 2 and len(t.callbacks) == 1

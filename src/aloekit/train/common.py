@@ -176,24 +176,90 @@ def report_to(cfg: TrainCommon) -> list[str] | str:
     return list(cfg.report_to) or "none"
 
 
-def save_final(model, tok, out: Path, merge_lora: bool) -> Path:
-    """Write the trained model as a plain HF folder, atomically (LoRA merged unless asked otherwise)."""
+def load_policy(path: str, cfg: TrainCommon):
+    """The policy to train. fp32 master weights (bf16/fp16 come from autocast); QLoRA: a frozen 4-bit NF4 base
+    (double quantisation, bf16 compute) under the LoRA adapter, on this process's GPU."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    if cfg.method != "qlora":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    device_and_precision(cfg)  # a CPU run stops here with a one-line error
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise MissingExtra("method qlora", "gpu", "bitsandbytes") from None
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=compute,
+                                                 device_map={"": int(os.environ.get("LOCAL_RANK", 0))})
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+
+
+def _merged_from_adapter(model, tmp: Path, state_dict=None):
+    """LoRA merged into a full-precision copy of the base, read from disk: a 4-bit base (QLoRA) would only give a
+    lossy 4-bit merge, and an FSDP-sharded one cannot be merged in place (its adapter comes from `state_dict`)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    adapter = tmp / "_adapter"
+    model.save_pretrained(adapter, state_dict=state_dict)
+    base = AutoModelForCausalLM.from_pretrained(model.peft_config["default"].base_model_name_or_path, dtype="auto")
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    shutil.rmtree(adapter)
+    return merged
+
+
+def save_final(model, tok, out: Path, merge_lora: bool, state_dict=None) -> Path:
+    """Write the trained model as a plain HF folder, atomically (LoRA merged unless asked otherwise).
+    `state_dict`: the full weights gathered from FSDP shards (all ranks take part in gathering; rank 0 saves)."""
     from peft import PeftModel
     with atomic_dir(out) as tmp:
         if isinstance(model, PeftModel) and merge_lora:
-            model = model.merge_and_unload()
-        model.save_pretrained(tmp)
+            quantized = getattr(model.get_base_model().config, "quantization_config", None) is not None
+            if quantized or state_dict is not None:
+                model = _merged_from_adapter(model, tmp, state_dict)
+            else:
+                model = model.merge_and_unload()
+            model.save_pretrained(tmp)
+        else:
+            model.save_pretrained(tmp, state_dict=state_dict)
         tok.save_pretrained(tmp)
     return out
 
 
 def eval_before(trainer, before_file: Path, has_eval: bool, main: bool) -> None:
     """Held-out metrics of the starting policy, once per run (a resumed run keeps the first measurement).
-    Every rank decides before rank 0 can write the file, since evaluate() synchronises the ranks."""
-    if has_eval and not before_file.is_file():
+    Every rank decides before rank 0 can write the file, since evaluate() synchronises the ranks.
+    Under FSDP2, accelerate prepares model and optimizer together and refuses an evaluate() before train(), so there
+    the measurement runs at the start of train(), before the first step, and its seconds are kept in
+    `trainer.aloekit_eval_before_s` to be taken off the training time."""
+    if not has_eval or before_file.is_file():
+        return
+    if not getattr(trainer, "is_fsdp_enabled", False):
         before = trainer.evaluate()
         if main:
             atomic_write_json(before_file, before)
+        return
+    import time
+
+    from transformers import TrainerCallback
+
+    class EvalAtTrainBegin(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            t = time.time()
+            before = trainer.evaluate()
+            trainer.aloekit_eval_before_s = time.time() - t
+            if main:
+                atomic_write_json(before_file, before)
+
+    trainer.add_callback(EvalAtTrainBegin())
+
+
+def train_seconds(trainer, result) -> float:
+    """The training loop's seconds, without an evaluation that ran inside it (see eval_before)."""
+    return result.metrics["train_runtime"] - getattr(trainer, "aloekit_eval_before_s", 0.0)
 
 
 def train_and_save(trainer, resume: str | None, tok, out: Path, merge_lora: bool, ckpt_dir: Path, main: bool,
@@ -205,8 +271,11 @@ def train_and_save(trainer, resume: str | None, tok, out: Path, merge_lora: bool
         result = trainer.train(resume_from_checkpoint=resume)
         if before_save is not None:
             before_save()
+        # FSDP: every rank takes part in gathering the full weights from the shards; rank 0 writes them
+        state = trainer.accelerator.get_state_dict(trainer.model) if getattr(trainer, "is_fsdp_enabled", False) else None
         if main:
-            save_final(trainer.model, tok, out, merge_lora)
+            model = trainer.accelerator.unwrap_model(trainer.model) if state is not None else trainer.model
+            save_final(model, tok, out, merge_lora, state_dict=state)
         return result
     except OSError as e:
         ue = translate_os_error(e, ckpt_dir)

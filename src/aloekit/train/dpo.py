@@ -20,6 +20,7 @@ from .common import (
     eval_before,
     is_finished,
     is_main_process,
+    load_policy,
     load_tokenizer,
     lora_config,
     mark_finished,
@@ -27,6 +28,7 @@ from .common import (
     set_threads,
     stamp_run,
     train_and_save,
+    train_seconds,
     trainer_kwargs,
 )
 from .config import DPOConfig, DPOStage
@@ -47,8 +49,7 @@ def _stage_metrics(m: dict) -> dict:
 
 
 def run_stage(cfg: DPOConfig, i: int, stage: DPOStage, policy: str, rd: RunDir) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import set_seed
     from trl import DPOTrainer
 
     sdir = Path(cfg.output) / f"stage{i + 1}-{stage.name}"
@@ -62,7 +63,7 @@ def run_stage(cfg: DPOConfig, i: int, stage: DPOStage, policy: str, rd: RunDir) 
         train, val = train_eval(stage.dataset, stage.eval_dataset, stage.eval_fraction, "dpo", cfg.seed,
                                 limit=stage.max_pairs)
     set_seed(cfg.seed)
-    model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32)
+    model = load_policy(policy, cfg)
     peft_config = lora_config(cfg.lora, model) if cfg.method in ("lora", "qlora") else None
     ckpt_dir = sdir / "checkpoints"
     resume = resume_point(cfg.resume, want, sdir, ckpt_dir)
@@ -90,7 +91,7 @@ def run_stage(cfg: DPOConfig, i: int, stage: DPOStage, policy: str, rd: RunDir) 
         out = train_and_save(trainer, resume, tok, sdir / "model", cfg.merge_lora, ckpt_dir, main,
                              before_save=evaluate_after)
     m = {"stage": stage.name, "policy": policy, "pairs": len(train), "steps": trainer.state.global_step,
-         "train_loss": out.training_loss, "seconds_per_step": round(out.metrics["train_runtime"] /
+         "train_loss": out.training_loss, "seconds_per_step": round(train_seconds(trainer, out) /
                                                                     max(trainer.state.global_step, 1), 2),
          "model": str(sdir / "model"),
          "train_last_log": _stage_metrics({f"eval_{k}": v for k, v in next(

@@ -22,6 +22,7 @@ from .common import (
     eval_before,
     is_finished,
     is_main_process,
+    load_policy,
     load_tokenizer,
     lora_config,
     mark_finished,
@@ -29,6 +30,7 @@ from .common import (
     set_threads,
     stamp_run,
     train_and_save,
+    train_seconds,
     trainer_kwargs,
 )
 from .config import SFTConfig
@@ -46,8 +48,7 @@ def trl_args(cfg: SFTConfig, ckpt_dir: Path, has_eval: bool):
 
 
 def run(cfg: SFTConfig) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import set_seed
     from trl import SFTTrainer
 
     set_threads()
@@ -67,7 +68,7 @@ def run(cfg: SFTConfig) -> dict:
         check_template_masks_prompt(tok, train[0]["prompt"], train[0]["completion"], cfg.dataset)
     set_seed(cfg.seed)
     # fp32 master weights; bf16/fp16 come from autocast (TrainingArguments), which keeps optimizer updates exact
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = load_policy(model_path, cfg)
     peft_config = lora_config(cfg.lora, model) if cfg.method in ("lora", "qlora") else None
     ckpt_dir = run_dir / "checkpoints"
     resume = resume_point(cfg.resume, want, run_dir, ckpt_dir)
@@ -83,7 +84,7 @@ def run(cfg: SFTConfig) -> dict:
                  f"{'resuming from ' + resume if resume else 'starting'}")
     with rd.timed("train"):
         out = train_and_save(trainer, resume, tok, run_dir / "model", cfg.merge_lora, ckpt_dir, main)
-    train_s = out.metrics["train_runtime"]  # the training loop only, not the final LoRA merge and save
+    train_s = train_seconds(trainer, out)  # the training loop only, not the final LoRA merge and save
     metrics = {"train_loss": out.training_loss, "steps": trainer.state.global_step, "train_rows": len(train),
                "tokens_seen": int(trainer.state.num_input_tokens_seen), "train_seconds": round(train_s, 1),
                "resumed_from": resume}
