@@ -92,3 +92,36 @@ def test_stop_strings_cut_the_text(tiny_backend):
     assert stop
     cut = tiny_backend.generate(["Hi"], SamplingConfig(max_new_tokens=12, stop=[stop]))[0][0]
     assert cut.text == full[:full.find(stop)] and cut.finish_reason == "stop"
+
+
+SHOTS = " ".join(f"Example {k}: the normal range of serum sodium is 135 to 145 mmol/L." for k in range(8))
+SHARED = [[{"role": "system", "content": SHOTS}, {"role": "user", "content": q}]
+          for q in ("Which organ makes insulin? A) liver B) pancreas", "Which organ makes insulin? A) pancreas B) liver",
+                    "Which vitamin deficiency causes scurvy, a disease of sailors? A) C B) D C) K")]
+
+
+def test_shared_prefix_generation_equals_plain_generation(tiny_backend, monkeypatch):
+    """Members with the same long few-shot prefix (and n samples of one prompt) run the prefix once; greedy outputs
+    are those of the plain path, whatever the suffix lengths."""
+    enc = [tiny_backend.encode_prompt(p) for p in SHARED]
+    assert len({len(e) for e in enc}) > 1  # suffixes of different lengths: padding inside the rows
+    groups = tiny_backend._prefix_groups(enc)
+    assert len(groups) == 1 and groups[0][0] == [0, 1, 2] and groups[0][1] >= tiny_backend.SHARED_PREFIX_MIN
+    calls = []
+    orig = type(tiny_backend)._generate_shared
+    monkeypatch.setattr(type(tiny_backend), "_generate_shared",
+                        lambda self, *a: calls.append(len(a[0])) or orig(self, *a))
+    s = SamplingConfig(max_new_tokens=10)
+    shared = tiny_backend.generate(SHARED + PROMPTS[-1:], s)
+    assert calls == [1]  # one group of three prompts; "Hi" went the plain way
+    monkeypatch.setattr(type(tiny_backend), "SHARED_PREFIX_MIN", 10**9)
+    plain = tiny_backend.generate(SHARED + PROMPTS[-1:], s)
+    assert [[c.text for c in o] for o in shared] == [[c.text for c in o] for o in plain]
+    assert [o[0].prompt_tokens for o in shared] == [len(e) for e in enc] + [len(tiny_backend.encode_prompt("Hi"))]
+
+
+def test_shared_prefix_n_samples_are_seeded_and_distinct(tiny_backend):
+    s = SamplingConfig(max_new_tokens=8, temperature=1.0, seed=5)
+    a = tiny_backend.generate(SHARED[:1], s, n=4)
+    assert len(a[0]) == 4 and len({c.text for c in a[0]}) > 1
+    assert [c.text for c in a[0]] == [c.text for c in tiny_backend.generate(SHARED[:1], s, n=4)[0]]

@@ -79,15 +79,22 @@ class HFBackend(Backend):
             kw.update(stop_strings=list(s.stop), tokenizer=self.tok)
         return kw
 
+    # A prefix at least this long, common to consecutive prompts (medprompt's members: same few-shot examples, options
+    # in another order) or to the n samples of one prompt, is run once and its KV cache shared by all their rows.
+    SHARED_PREFIX_MIN = 64
+
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingConfig | None = None,
                  n: int = 1) -> list[list[Completion]]:
         torch = self._torch
         s = sampling or SamplingConfig()
         encoded = [self.encode_prompt(p) for p in prompts]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # less padding per batch
         out: list[list[Completion] | None] = [None] * len(encoded)
         torch.manual_seed(s.seed)
         eos = set(self._eos_ids())
+        groups = self._prefix_groups(encoded)
+        shared = [g for g in groups if g[1] >= self.SHARED_PREFIX_MIN and len(g[0]) * n > 1]
+        plain = [i for g in groups if g not in shared for i in g[0]]
+        order = sorted(plain, key=lambda i: -len(encoded[i]))  # less padding per batch
         for start in range(0, len(order), self.cfg.batch_size):
             idx = order[start:start + self.cfg.batch_size]
             batch = self._left_pad([encoded[i] for i in idx])
@@ -96,7 +103,68 @@ class HFBackend(Backend):
             new = gen[:, batch["input_ids"].shape[1]:].tolist()
             for j, i in enumerate(idx):
                 out[i] = [self._completion(new[j * n + k], len(encoded[i]), eos, s) for k in range(n)]
+        # whole groups per forward, as many as fit in batch_size x n rows (a larger group runs alone)
+        chunk: list[tuple[list[int], int]] = []
+        for g in shared:
+            if chunk and sum(len(x[0]) for x in chunk + [g]) * n > self.cfg.batch_size * n:
+                self._generate_shared(chunk, encoded, s, n, eos, out)
+                chunk = []
+            chunk.append(g)
+        if chunk:
+            self._generate_shared(chunk, encoded, s, n, eos, out)
         return out  # type: ignore[return-value]
+
+    def _prefix_groups(self, encoded: list[list[int]]) -> list[tuple[list[int], int]]:
+        """Consecutive prompts with a common token prefix of at least SHARED_PREFIX_MIN: (indices, prefix length).
+        Each prompt keeps at least one token outside the prefix, to be fed to generate."""
+        groups: list[tuple[list[int], int]] = []
+        for i, ids in enumerate(encoded):
+            if groups:
+                idx, p = groups[-1]
+                first = encoded[idx[0]]
+                common = 0
+                limit = min(p, len(ids) - 1)
+                while common < limit and first[common] == ids[common]:
+                    common += 1
+                if common >= self.SHARED_PREFIX_MIN:
+                    groups[-1] = (idx + [i], common)
+                    continue
+            groups.append(([i], len(ids) - 1))
+        return groups
+
+    def _generate_shared(self, chunk: list[tuple[list[int], int]], encoded: list[list[int]], s: SamplingConfig,
+                         n: int, eos: set[int], out: list) -> None:
+        """One forward over the groups' prefixes (left-padded), its KV cache copied to each row of its group, then
+        generation over [prefix | padding | the row's own suffix]. Position ids follow the attention mask, so the
+        padding inside a row shifts nothing."""
+        torch = self._torch
+        from transformers import DynamicCache
+        pad = self.tok.pad_token_id
+        P = max(p for _, p in chunk)
+        pre = [[pad] * (P - p) + encoded[idx[0]][:p] for idx, p in chunk]
+        pre_mask = torch.tensor([[0] * (P - p) + [1] * p for _, p in chunk], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode():
+            self.model(input_ids=torch.tensor(pre, device=self.device), attention_mask=pre_mask,
+                       position_ids=(pre_mask.cumsum(-1) - 1).clamp(min=0), cache=cache, use_cache=True)
+        rows = [(g, i) for g, (idx, _) in enumerate(chunk) for i in idx for _ in range(n)]
+        cache.reorder_cache(torch.tensor([g for g, _ in rows], device=self.device))
+        S = max(len(encoded[i]) - chunk[g][1] for g, i in rows)
+        ids, mask = [], []
+        for g, i in rows:
+            p = chunk[g][1]
+            suffix = encoded[i][p:]
+            ids.append(pre[g] + [pad] * (S - len(suffix)) + suffix)
+            mask.append([0] * (P - p) + [1] * p + [0] * (S - len(suffix)) + [1] * len(suffix))
+        ids_t = torch.tensor(ids, device=self.device)
+        with torch.inference_mode():
+            gen = self.model.generate(input_ids=ids_t, attention_mask=torch.tensor(mask, device=self.device),
+                                      cache=cache, **self._gen_kwargs(s, 1))
+        new = gen[:, ids_t.shape[1]:].tolist()
+        for r, (_, i) in enumerate(rows):
+            if r % n == 0:
+                out[i] = []
+            out[i].append(self._completion(new[r], len(encoded[i]), eos, s))
 
     def _eos_ids(self) -> list[int]:
         e = self.model.generation_config.eos_token_id
