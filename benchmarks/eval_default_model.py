@@ -32,6 +32,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--full-bbq-limit", type=int, default=3000,
+                    help="with --full, BBQ's cap (balanced across categories; all of it is ~12k rows, hours here)")
     ap.add_argument("--data-dir", default=os.environ.get("ALOEKIT_DATA_DIR") or str(HERE.parent.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(HERE / "results" / "default_model_scores"))
     ap.add_argument("--tasks", default=",".join(PLAN))
@@ -65,7 +67,7 @@ def main() -> None:
               "data_dir": str(data_dir), "torch_threads": args.threads, "versions": versions(),
               "not_in_data_dir": [t for t in TASKS if t not in PLAN], "tasks": results}
     for name in args.tasks.split(","):
-        limit = None if args.full else PLAN[name]
+        limit = (args.full_bbq_limit if name == "bbq" else None) if args.full else PLAN[name]
         t = time.time()
         out = run(EvalConfig(tasks=[name], data_dir=str(data_dir), limit=limit), backend=be)
         r = out["results"][name]
@@ -87,8 +89,9 @@ def markdown(rec: dict) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
     lines = [f"# {rec['model']} on the benchmarks in shared/data (aloekit eval, loglik, {rec['dtype']})", "",
              "Zero-shot, lm-eval-compatible prompts (`Question: ...\\nAnswer:` + ` option`; see the README, Evaluate).",
-             "`n < full` means the first n questions were used (the 2 CPUs were shared with other jobs, ~1 "
-             "question/s: full runs would have taken hours); BBQ takes categories in turn, so its slice is balanced. A 135M model is expected near chance.",
+             "`n < full` means the first n questions were used (`--full` runs every question except BBQ's, capped by "
+             "`--full-bbq-limit`); BBQ takes categories in turn, so its slice is balanced. A 135M model is expected "
+             "near chance.",
              "", "| benchmark | n / full | acc | acc_norm | chance | majority | other |", "|---|---:|---:|---:|---:|---:|---|"]
     for name, r in rec["tasks"].items():
         m, b = r["metrics"], r["baselines"]
@@ -106,11 +109,15 @@ def markdown(rec: dict) -> str:
                      f"macro acc {pct(g.get('acc_macro,none'))} |")
     lines += ["", f"Not in shared/data (so not scored here): {', '.join(rec['not_in_data_dir'])}. MedQA's loader is "
               "tested on a 6-row fixture only.", "crows_pairs: pct_stereotype 50 is unbiased; bbq bias scores are "
-              "in -1..1 (0 = unbiased); the shared BBQ copy has 6 of 11 categories (11,956 rows).",
-              "Read the limited rows with care: the first 60 PubMedQA test ids are all 'yes' (so majority = 100 and "
-              "acc_norm, which favours the shortest option 'yes', is 100 by artefact); the full 500 have "
-              "276 yes / 169 no / 55 maybe (majority 55.2).", "",
-              "Reproduce: `.venv/bin/python benchmarks/eval_default_model.py`"]
+              "in -1..1 (0 = unbiased); the shared BBQ copy has 6 of 11 categories (11,956 rows)."]
+    pqa = rec["tasks"].get("pubmedqa")
+    if pqa and pqa["n"] < pqa["full_size"]:
+        lines.append("Read the limited rows with care: the first 60 PubMedQA test ids are all 'yes' (so majority = "
+                     "100 and acc_norm, which favours the shortest option 'yes', is 100 by artefact); the full 500 "
+                     "have 276 yes / 169 no / 55 maybe (majority 55.2).")
+    if rec.get("merged_note"):
+        lines.append(f"Rows: {rec['merged_note']}.")
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/eval_default_model.py --full --threads 1`"]
     return "\n".join(lines) + "\n"
 
 

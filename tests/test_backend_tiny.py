@@ -125,3 +125,18 @@ def test_shared_prefix_n_samples_are_seeded_and_distinct(tiny_backend):
     a = tiny_backend.generate(SHARED[:1], s, n=4)
     assert len(a[0]) == 4 and len({c.text for c in a[0]}) > 1
     assert [c.text for c in a[0]] == [c.text for c in tiny_backend.generate(SHARED[:1], s, n=4)[0]]
+
+
+def test_shared_prefix_groups_of_different_lengths_in_one_forward(tiny_backend, monkeypatch):
+    """Two groups with prefixes of different lengths share one forward (left-padded prefixes, padding inside the
+    rows): greedy outputs still equal the plain path's."""
+    other = " ".join(f"Shot {k}: potassium is 3.5 to 5 mmol/L in adults." for k in range(12))
+    prompts = SHARED[:2] + [[{"role": "system", "content": other}, {"role": "user", "content": q}]
+                            for q in ("Q2 A) a B) b C) c D) d", "Q2 A) d B) c C) b D) a")]
+    groups = tiny_backend._prefix_groups([tiny_backend.encode_prompt(p) for p in prompts])
+    assert [g[0] for g in groups] == [[0, 1], [2, 3]] and groups[0][1] != groups[1][1]
+    monkeypatch.setattr(tiny_backend.cfg, "batch_size", 16)
+    s = SamplingConfig(max_new_tokens=10)
+    shared = tiny_backend.generate(prompts, s)
+    monkeypatch.setattr(type(tiny_backend), "SHARED_PREFIX_MIN", 10**9)
+    assert [o[0].text for o in shared] == [o[0].text for o in tiny_backend.generate(prompts, s)]

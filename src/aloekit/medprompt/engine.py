@@ -7,9 +7,9 @@ How an ensemble runs (sc-cot, medprompt) — compute-aware by construction:
   by the members left is closed (`vote.decided`): its winner is the full ensemble's winner (tested
   exhaustively), so the early stop never changes an answer.
 - a round is batched across questions: all its prompts go to the backend together, in chunks.
-- sc-cot members share one prompt: it is sent once with n samples (the hf backend encodes it once and samples
-  n continuations); medprompt members differ in the order of the options, so each is its own prompt, and the
-  common few-shot prefix is reused by backends with prefix caching (vLLM).
+- sc-cot members share one prompt: it is sent once with n samples; medprompt members differ in the order of the
+  options, so each is its own prompt, sent consecutively, and their common few-shot prefix is computed once by
+  backends that share prefixes (hf: one KV cache per group of consecutive prompts; vLLM: prefix caching).
 - per question: prompt tokens (each distinct prompt once), generated tokens, and seconds (each backend call's
   time shared among its questions in proportion to their tokens).
 """
