@@ -66,6 +66,7 @@ class Retain(StrictModel):
     # the rejected side: "template" = aloekit's refusal templates (the chosen side of the AdvBench pairs, so the
     # same strings get pushed both ways), or a fixed refusal text
     rejected: str = "template"
+    max_prompts: int | None = None  # a seeded sample of the files' prompts (how many retain pairs per safety pair)
 
 
 class Candidate(StrictModel):
@@ -248,6 +249,8 @@ def retain_pairs(cfg: BenchConfig, work: Path, rc: Retain) -> tuple[list[dict], 
             if line.strip():
                 row = json.loads(line)
                 prompts.append((f"{path.stem}/{row['id']}", row.get("prompt") or row["question"]))
+    if rc.max_prompts and rc.max_prompts < len(prompts):
+        prompts = sorted(random.Random(cfg.seed).sample(prompts, rc.max_prompts))
     key = json.dumps([cfg.model, cfg.dtype, cfg.max_new_tokens, prompts])
     cache = work / "retain" / ("answers.jsonl" if rc.files == cfg.retain.files else
                                f"answers_{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl")
