@@ -140,3 +140,16 @@ def test_shared_prefix_groups_of_different_lengths_in_one_forward(tiny_backend, 
     shared = tiny_backend.generate(prompts, s)
     monkeypatch.setattr(type(tiny_backend), "SHARED_PREFIX_MIN", 10**9)
     assert [o[0].text for o in shared] == [o[0].text for o in tiny_backend.generate(prompts, s)]
+
+
+def test_shared_prefix_group_larger_than_the_batch_is_split(tiny_backend, monkeypatch):
+    sizes = []
+    orig = type(tiny_backend)._generate_shared
+    monkeypatch.setattr(type(tiny_backend), "_generate_shared",
+                        lambda self, chunk, *a: sizes.append(sum(len(g[0]) for g in chunk)) or orig(self, chunk, *a))
+    monkeypatch.setattr(tiny_backend.cfg, "batch_size", 2)
+    s = SamplingConfig(max_new_tokens=6)
+    shared = tiny_backend.generate(SHARED, s)
+    assert sizes == [2, 1]
+    monkeypatch.setattr(type(tiny_backend), "SHARED_PREFIX_MIN", 10**9)
+    assert [o[0].text for o in shared] == [o[0].text for o in tiny_backend.generate(SHARED, s)]

@@ -103,9 +103,12 @@ class HFBackend(Backend):
             new = gen[:, batch["input_ids"].shape[1]:].tolist()
             for j, i in enumerate(idx):
                 out[i] = [self._completion(new[j * n + k], len(encoded[i]), eos, s) for k in range(n)]
-        # whole groups per forward, as many as fit in batch_size x n rows (a larger group runs alone)
+        # groups of at most batch_size prompts (a long run of prompts behind one jailbreak template must not become
+        # one huge batch), as many per forward as fit in batch_size x n rows
+        bs = self.cfg.batch_size
+        pieces = [(idx[k:k + bs], p) for idx, p in shared for k in range(0, len(idx), bs)]
         chunk: list[tuple[list[int], int]] = []
-        for g in shared:
+        for g in pieces:
             if chunk and sum(len(x[0]) for x in chunk + [g]) * n > self.cfg.batch_size * n:
                 self._generate_shared(chunk, encoded, s, n, eos, out)
                 chunk = []
