@@ -91,9 +91,12 @@ class HFBackend(Backend):
         out: list[list[Completion] | None] = [None] * len(encoded)
         torch.manual_seed(s.seed)
         eos = set(self._eos_ids())
-        groups = self._prefix_groups(encoded)
-        shared = [g for g in groups if g[1] >= self.SHARED_PREFIX_MIN and len(g[0]) * n > 1]
-        plain = [i for g in groups if g not in shared for i in g[0]]
+        shared, plain = [], []
+        for idx, p in self._prefix_groups(encoded):
+            if p >= self.SHARED_PREFIX_MIN and len(idx) * n > 1:
+                shared.append((idx, p))
+            else:
+                plain += idx
         order = sorted(plain, key=lambda i: -len(encoded[i]))  # less padding per batch
         for start in range(0, len(order), self.cfg.batch_size):
             idx = order[start:start + self.cfg.batch_size]
@@ -104,12 +107,11 @@ class HFBackend(Backend):
             for j, i in enumerate(idx):
                 out[i] = [self._completion(new[j * n + k], len(encoded[i]), eos, s) for k in range(n)]
         # groups of at most batch_size prompts (a long run of prompts behind one jailbreak template must not become
-        # one huge batch), as many per forward as fit in batch_size x n rows
+        # one huge batch), as many per forward as fit in batch_size prompts (x n rows)
         bs = self.cfg.batch_size
-        pieces = [(idx[k:k + bs], p) for idx, p in shared for k in range(0, len(idx), bs)]
         chunk: list[tuple[list[int], int]] = []
-        for g in pieces:
-            if chunk and sum(len(x[0]) for x in chunk + [g]) * n > self.cfg.batch_size * n:
+        for g in ((idx[k:k + bs], p) for idx, p in shared for k in range(0, len(idx), bs)):
+            if chunk and sum(len(x[0]) for x in chunk) + len(g[0]) > bs:
                 self._generate_shared(chunk, encoded, s, n, eos, out)
                 chunk = []
             chunk.append(g)
