@@ -70,11 +70,14 @@ def test_loglikelihood_matches_direct_computation(tiny_backend, batch_size):
         ("", ["Empty context"]),
     ]
     old = tiny_backend.cfg.batch_size
+    attention = tiny_backend.model.config._attn_implementation
     try:
         tiny_backend.cfg.batch_size = batch_size
         got = tiny_backend.loglikelihood_batch(reqs)
     finally:
         tiny_backend.cfg.batch_size = old
+    # scoring flattens its batch through its own attention function and gives generation back its own
+    assert tiny_backend.model.config._attn_implementation == attention != "aloekit_packed"
     for (ctx, conts), scores in zip(reqs, got):
         for c, v in zip(conts, scores):
             assert v == pytest.approx(direct_loglik(tiny_backend, ctx, c), abs=1e-4)

@@ -53,6 +53,7 @@ class HFBackend(Backend):
             self.tok.pad_token = self.tok.eos_token
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         self._torch = torch
+        _register()
 
     # ---------- prompts ----------
     def render(self, prompt: Prompt) -> str:
@@ -244,20 +245,15 @@ class HFBackend(Backend):
                     groups.setdefault((r, part, ctx), []).append((dests, list(cont_ids)))
                     size += len(cont_ids) - 1
         result = [[0.0] * len(conts) for _, conts in requests]
-        # A row is padded to a width that depends on its own length only (a multiple of PACK_WIDTH, at least 16:
-        # CPU GEMMs switch kernels, and rounding, below 16 rows), and a batch holds rows of one width: the numbers
-        # a row gets never depend on its neighbours, so results do not change with the batch size.
+        # Longest rows first, batch_size rows per forward. The linear layers (most of the work) see only the rows'
+        # real tokens, flattened; attention runs per row on a padded layout whose width depends on the row alone.
+        # Neither depends on a row's neighbours (CPU GEMM rows are exact from 16 rows on), so results do not change
+        # with the batch size.
         packed = {k: len(k[2]) + sum(len(x[1]) - 1 for x in groups[k]) for k in groups}
-        width = {k: max(16, -(-n // self.PACK_WIDTH) * self.PACK_WIDTH) for k, n in packed.items()}
-        keys = sorted(groups, key=lambda k: (-width[k], -packed[k], k))
-        batches: list[list[tuple[int, ...]]] = []
-        for k in keys:
-            if batches and width[batches[-1][0]] == width[k] and len(batches[-1]) < self.cfg.batch_size:
-                batches[-1].append(k)
-            else:
-                batches.append([k])
-        for chunk in batches:
-            scores = self._score_groups([(list(k[2]), [x[1] for x in groups[k]]) for k in chunk], width[chunk[0]])
+        keys = sorted(groups, key=lambda k: (-packed[k], k))
+        for s in range(0, len(keys), self.cfg.batch_size):
+            chunk = keys[s:s + self.cfg.batch_size]
+            scores = self._score_groups([(list(k[2]), [x[1] for x in groups[k]]) for k in chunk])
             for dests, lp in zip((dests for k in chunk for dests, _ in groups[k]), scores):
                 for r, c in dests:
                     result[r][c] = lp
@@ -266,11 +262,11 @@ class HFBackend(Backend):
     PACK_WIDTH = 16
     ROW_TOKENS = 1024
 
-    def _score_groups(self, groups: list[tuple[list[int], list[list[int]]]], width: int | None = None) -> list[float]:
+    def _score_groups(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[float]:
         """One forward for a batch of (context, continuations): row = context + every continuation but its last
-        token, with a 4D mask so that each continuation attends to the context and to itself only, and position
-        ids restarting after the context for each continuation. Right padding attends to itself only, so no
-        attention row is empty (an empty row would give NaN that 0-weights cannot cancel)."""
+        token, each continuation attending to the context and to itself only, position ids restarting after the
+        context for each continuation. The rows' tokens are concatenated with no padding; `packed_attention` puts
+        them back into rows (padded to a multiple of PACK_WIDTH, at least 16) for attention only."""
         torch = self._torch
         rows, targets = [], []  # targets: (row, position predicting the token, token id, index of the score)
         k = 0
@@ -285,28 +281,47 @@ class HFBackend(Backend):
                 seg += [j + 1] * (len(cont) - 1)
                 k += 1
             rows.append((ids, pos, seg))
-        width = max([width or 0] + [len(ids) for ids, _, _ in rows])
-        pad = self.tok.pad_token_id
-        ids_t = torch.full((len(rows), width), pad, dtype=torch.long)
-        pos_t = torch.zeros((len(rows), width), dtype=torch.long)
-        seg_t = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 padding, 0 context, j continuation j
-        for g, (ids, pos, seg) in enumerate(rows):
-            ids_t[g, :len(ids)] = torch.tensor(ids)
-            pos_t[g, :len(ids)] = torch.tensor(pos)
-            seg_t[g, :len(ids)] = torch.tensor(seg)
-        q, kv = seg_t.unsqueeze(2), seg_t.unsqueeze(1)
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        visible = (kv == 0) | (kv == q)  # the context, or the query's own continuation
-        mask = (causal & visible & (q >= 0) & (kv >= 0)) | torch.eye(width, dtype=torch.bool)
+        offset = [0]
+        for ids, _, _ in rows:
+            offset.append(offset[-1] + len(ids))
+        total = max(16, offset[-1])  # CPU GEMMs switch kernels (and rounding) below 16 rows
+        flat_ids = [t for ids, _, _ in rows for t in ids] + [self.tok.pad_token_id] * (total - offset[-1])
+        flat_pos = [p for _, pos, _ in rows for p in pos] + [0] * (total - offset[-1])
+        plan = []  # per row width: (gather index [R, W], mask [R, 1, W, W], positions kept, their flat positions)
+        by_width: dict[int, list[int]] = {}
+        for g, (ids, _, _) in enumerate(rows):
+            by_width.setdefault(max(16, -(-len(ids) // self.PACK_WIDTH) * self.PACK_WIDTH), []).append(g)
+        for width, members in by_width.items():
+            gather = torch.zeros((len(members), width), dtype=torch.long)
+            seg_t = torch.full((len(members), width), -1, dtype=torch.long)  # -1 pad, 0 context, j continuation j
+            src, dst = [], []
+            for r, g in enumerate(members):
+                n = len(rows[g][0])
+                gather[r, :n] = torch.arange(offset[g], offset[g] + n)
+                seg_t[r, :n] = torch.tensor(rows[g][2])
+                src += range(r * width, r * width + n)
+                dst += range(offset[g], offset[g] + n)
+            q, kv = seg_t.unsqueeze(2), seg_t.unsqueeze(1)
+            causal = torch.ones(width, width, dtype=torch.bool).tril()
+            # padding attends to itself only, so no attention row is empty (NaN that 0-weights cannot cancel)
+            visible = (kv == 0) | (kv == q)  # the context, or the query's own continuation
+            mask = (causal & visible & (q >= 0) & (kv >= 0)) | torch.eye(width, dtype=torch.bool)
+            plan.append((gather.to(self.device), mask.unsqueeze(1).to(self.device),
+                         torch.tensor(src, device=self.device), torch.tensor(dst, device=self.device)))
+        config = self.model.config
+        before = config._attn_implementation
+        config._attn_implementation = PACKED_ATTENTION
+        try:
+            with torch.inference_mode():
+                hidden = self.model.get_decoder()(
+                    input_ids=torch.tensor([flat_ids], device=self.device),
+                    position_ids=torch.tensor([flat_pos], device=self.device), use_cache=False,
+                    aloekit_packed=plan).last_hidden_state[0]
+        finally:
+            config._attn_implementation = before
         with torch.inference_mode():
-            hidden = self.model.get_decoder()(input_ids=ids_t.to(self.device), position_ids=pos_t.to(self.device),
-                                              attention_mask=mask.unsqueeze(1).to(self.device),
-                                              use_cache=False).last_hidden_state
-            r_idx = torch.tensor([t[0] for t in targets], device=self.device)
-            p_idx = torch.tensor([t[1] for t in targets], device=self.device)
-            h = hidden[r_idx, p_idx]
-            # CPU GEMMs switch kernels below 16 rows (different rounding): pad so a row's logits are the same
-            # whether it is scored alone or with others
+            h = hidden[torch.tensor([offset[t[0]] + t[1] for t in targets], device=self.device)]
+            # the same 16-row rule for the LM head: a row's logits do not depend on what else is scored with it
             h = torch.cat([h, h.new_zeros(-len(h) % 16, h.shape[1])])
             logits = self.model.get_output_embeddings()(h)[:len(targets)].float()
             cap = getattr(self.model.config, "final_logit_softcapping", None)
@@ -318,3 +333,29 @@ class HFBackend(Backend):
             scores = torch.zeros(k, dtype=torch.float64, device=self.device)
             scores.index_add_(0, torch.tensor([t[3] for t in targets], device=self.device), picked)
         return scores.tolist()
+
+
+PACKED_ATTENTION = "aloekit_packed"
+
+
+def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """Attention for `_score_groups`' flattened batch: the tokens of all rows in one sequence (batch 1), put back
+    into padded rows (`aloekit_packed`: one entry per row width) for transformers' own SDPA attention, then
+    flattened again. Any other call (no plan) is plain SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    plan = kwargs.pop("aloekit_packed", None)
+    if plan is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    q0, k0, v0 = query[0], key[0], value[0]  # [heads, tokens, head_dim]
+    out = query.new_zeros(q0.shape[1], q0.shape[0], q0.shape[2])  # [tokens, heads, head_dim]
+    for gather, mask, src, dst in plan:
+        o, _ = sdpa_attention_forward(module, q0[:, gather].transpose(0, 1), k0[:, gather].transpose(0, 1),
+                                      v0[:, gather].transpose(0, 1), mask, dropout=0.0, scaling=scaling, **kwargs)
+        out[dst] = o.reshape(-1, o.shape[2], o.shape[3])[src]  # o: [rows, width, heads, head_dim]
+    return out.unsqueeze(0), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
