@@ -156,3 +156,64 @@ def test_shared_prefix_group_larger_than_the_batch_is_split(tiny_backend, monkey
     assert sizes == [2, 1]
     monkeypatch.setattr(type(tiny_backend), "SHARED_PREFIX_MIN", 10**9)
     assert [o[0].text for o in shared] == [o[0].text for o in tiny_backend.generate(SHARED, s)]
+
+
+def test_row_gumbel_draws_from_the_softmax():
+    """argmax(scores + Gumbel noise) is an exact sample of softmax(scores): frequencies over 4000 seeded rows."""
+    from aloekit.backends.hf import RowGumbel
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    scores = torch.log(probs).repeat(4000, 1)
+    picked = RowGumbel(list(range(4000)))(None, scores).argmax(-1)
+    freq = torch.bincount(picked, minlength=4).float() / 4000
+    assert torch.allclose(freq, probs, atol=0.03) and freq[3] == 0
+    again = RowGumbel(list(range(4000)))(None, scores).argmax(-1)
+    assert torch.equal(picked, again)
+
+
+def test_per_prompt_seeds_make_samples_independent_of_the_batch(tiny_backend, monkeypatch):
+    """With sampling.seeds, sample k of a prompt depends on seeds[i] + k only: alone or in a batch, at any batch
+    size, through the shared-prefix path or the plain one."""
+    def texts(out):
+        return [[c.text for c in o] for o in out]
+    seeds = [11, 22, 33, 44, 55]
+    s = SamplingConfig(max_new_tokens=8, temperature=1.0, top_p=0.9, seeds=seeds)
+    together = texts(tiny_backend.generate(PROMPTS, s, n=2))
+    alone = [texts(tiny_backend.generate([p], s.model_copy(update={"seeds": [x]}), n=2))[0]
+             for p, x in zip(PROMPTS, seeds)]
+    assert together == alone
+    assert all(len(set(o)) == 2 for o in together)  # the n samples differ
+    # sample k of seed x is sample 0 of seed x + k
+    assert [texts(tiny_backend.generate([PROMPTS[0]], s.model_copy(update={"seeds": [11 + k]})))[0][0]
+            for k in range(2)] == together[0]
+    monkeypatch.setattr(tiny_backend.cfg, "batch_size", 1)
+    assert texts(tiny_backend.generate(PROMPTS, s, n=2)) == together
+    monkeypatch.setattr(tiny_backend.cfg, "batch_size", 8)
+    s3 = s.model_copy(update={"seeds": seeds[:3]})
+    shared = texts(tiny_backend.generate(SHARED, s3, n=2))
+    monkeypatch.setattr(type(tiny_backend), "SHARED_PREFIX_MIN", 10**9)
+    assert texts(tiny_backend.generate(SHARED, s3, n=2)) == shared
+    assert texts(tiny_backend.generate(SHARED, s3.model_copy(update={"seeds": [1, 2, 3]}), n=2)) != shared
+    with pytest.raises(ValueError, match="3 seeds for 5 prompts"):
+        tiny_backend.generate(PROMPTS, s3)
+
+
+@pytest.mark.parametrize("sampling", [  # (the tiny random model's greedy rows are all alike: none would stop alone)
+    SamplingConfig(max_new_tokens=10, temperature=1.0, seeds=[3, 4, 5]),
+    SamplingConfig(max_new_tokens=10, temperature=0.8, top_k=50, top_p=0.9, repetition_penalty=1.3, seeds=[3, 4, 5])])
+def test_shared_prefix_rows_that_finish_leave_the_batch(tiny_backend, monkeypatch, sampling):
+    """A row that reaches end-of-text leaves the shared-prefix batch (its cache rows dropped); the rows left go on
+    exactly as transformers' generate runs them."""
+    rows = []
+    orig = type(tiny_backend)._decode
+    monkeypatch.setattr(type(tiny_backend), "_decode", lambda self, *a: rows.extend(orig(self, *a)) or rows[-3:])
+    tiny_backend.generate(SHARED, sampling)
+    # a token one row writes after a few steps and no other row writes: made end-of-text for this test
+    stop = next(t for r, row in enumerate(rows) for j, t in enumerate(row) if j >= 2 and t not in row[:j]
+                and all(t not in other for o, other in enumerate(rows) if o != r))
+    monkeypatch.setattr(tiny_backend.model.generation_config, "eos_token_id", [stop])
+    shared = tiny_backend.generate(SHARED, sampling)
+    assert "stop" in {o[0].finish_reason for o in shared} and "length" in {o[0].finish_reason for o in shared}
+    monkeypatch.setattr(type(tiny_backend), "SHARED_PREFIX_MIN", 10**9)
+    plain = tiny_backend.generate(SHARED, sampling)
+    assert [(c.text, c.completion_tokens, c.finish_reason) for o in shared for c in o] == \
+           [(c.text, c.completion_tokens, c.finish_reason) for o in plain for c in o]

@@ -11,7 +11,7 @@ import pytest
 
 from aloekit.eval.data import Doc
 from aloekit.medprompt import StrategyConfig, evaluate
-from aloekit.medprompt.engine import member_prompt, prepare
+from aloekit.medprompt.engine import member_prompt, member_seed, prepare
 
 
 def _docs():
@@ -48,6 +48,31 @@ def test_medprompt_shuffle_on_hf_counts_each_member_prompt(tiny_backend):
     for r, q in zip(res, qs):
         assert len({c["order"] for c in r["chains"]}) == 3
         assert r["prompt_tokens"] == sum(len(tiny_backend.encode_prompt(member_prompt(q, m, cfg))) for m in range(3))
+
+
+class _NoDB:
+    embedding_model = "x"
+
+    def nearest(self, questions, k, leak_threshold=0.95):
+        return [[] for _ in questions]
+
+
+@pytest.mark.parametrize("strategy", ["medprompt", "sc-cot"])
+def test_members_write_the_same_chain_in_any_round_or_batch(tiny_backend, monkeypatch, strategy):
+    """Each member samples from its own seed: the adaptive, batched engine and a naive run (one call per member,
+    batch size 1) get the same chain from every member the engine runs, so early stopping and batching cannot move
+    the accuracy of a sampled ensemble."""
+    from aloekit.config import SamplingConfig
+    cfg = StrategyConfig(strategy=strategy, members=5, max_new_tokens=6, seed=7, temperature=1.0)
+    docs = _docs()
+    res = evaluate(tiny_backend, docs, cfg, _NoDB())
+    monkeypatch.setattr(tiny_backend.cfg, "batch_size", 1)
+    for r, q in zip(res, prepare(docs, cfg, _NoDB())):
+        for c in r["chains"]:
+            m = c["member"]
+            s = SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=cfg.top_p, seeds=[member_seed(cfg, q.doc, m)])
+            assert tiny_backend.generate([member_prompt(q, m, cfg)], s)[0][0].text == c["text"]
+    assert len({c["text"] for r in res for c in r["chains"]}) > 2
 
 
 def _cli(*args, stdin=None):

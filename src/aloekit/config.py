@@ -32,6 +32,9 @@ class SamplingConfig(StrictModel):
     repetition_penalty: float = Field(1.0, gt=0.0)
     stop: list[str] = Field(default_factory=list)
     seed: int = 0
+    # one seed per prompt: sample k of prompt i draws from seeds[i] + k alone, so what a prompt gets does not
+    # depend on the other prompts of the call (medprompt's members: the same answers in any batch, any round)
+    seeds: list[int] | None = None
 
 
 class ModelConfig(StrictModel):

@@ -57,6 +57,13 @@ def split_context(context: str, continuation: str) -> tuple[str, str]:
     return context, continuation
 
 
+def prompt_seeds(s: SamplingConfig, n_prompts: int) -> list[int] | None:
+    """The per-prompt seeds of a call (None: one seed for the whole call), checked against the prompts."""
+    if s.seeds is not None and len(s.seeds) != n_prompts:
+        raise ValueError(f"sampling.seeds has {len(s.seeds)} seeds for {n_prompts} prompts")
+    return s.seeds
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from ..config import ModelConfig, SamplingConfig
 from ..errors import UserError
-from .base import Backend, Chat, Completion, Prompt, split_context, truncate_at_stop
+from .base import Backend, Chat, Completion, Prompt, prompt_seeds, split_context, truncate_at_stop
 
 
 def pick_device(device: str) -> str:
@@ -68,10 +68,33 @@ class HFBackend(Backend):
         return self.tok(self.render(prompt), add_special_tokens=isinstance(prompt, str)).input_ids
 
     # ---------- generation ----------
-    def _gen_kwargs(self, s: SamplingConfig, n: int) -> dict:
+    def _processors(self, s: SamplingConfig, row_seeds: list[int] | None):
+        """The logits processors transformers' generate applies for these settings, in its order (penalty, then
+        temperature, top-k, top-p); with row seeds, RowGumbel last (the argmax then samples)."""
+        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                                  TopKLogitsWarper, TopPLogitsWarper)
+        procs = LogitsProcessorList()
+        if s.repetition_penalty != 1.0:
+            procs.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty))
+        if s.temperature > 0:
+            procs.append(TemperatureLogitsWarper(s.temperature))
+            if s.top_k:
+                procs.append(TopKLogitsWarper(s.top_k))
+            if s.top_p < 1.0:
+                procs.append(TopPLogitsWarper(s.top_p))
+            if row_seeds is not None:
+                procs.append(RowGumbel(row_seeds))
+        return procs
+
+    def _gen_kwargs(self, s: SamplingConfig, n: int, row_seeds: list[int] | None = None) -> dict:
         kw = dict(max_new_tokens=s.max_new_tokens, num_return_sequences=n, pad_token_id=self.tok.pad_token_id,
                   repetition_penalty=s.repetition_penalty)
-        if s.temperature > 0:
+        if s.temperature > 0 and row_seeds is not None:
+            # per-row seeds: the same filters as sampling, then argmax over scores + Gumbel noise from the row's own
+            # generator (an exact draw from the filtered distribution), so greedy search does the sampling
+            procs = self._processors(s.model_copy(update={"repetition_penalty": 1.0}), row_seeds)  # generate adds it
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None, logits_processor=procs)
+        elif s.temperature > 0:
             kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0)
         else:
             # explicit: a model's generation_config may ask for sampling by default
@@ -89,6 +112,7 @@ class HFBackend(Backend):
         torch = self._torch
         s = sampling or SamplingConfig()
         encoded = [self.encode_prompt(p) for p in prompts]
+        seeds = prompt_seeds(s, len(encoded)) if s.temperature > 0 else prompt_seeds(s, len(encoded)) and None
         out: list[list[Completion] | None] = [None] * len(encoded)
         torch.manual_seed(s.seed)
         eos = set(self._eos_ids())
@@ -101,9 +125,14 @@ class HFBackend(Backend):
         order = sorted(plain, key=lambda i: -len(encoded[i]))  # less padding per batch
         for start in range(0, len(order), self.cfg.batch_size):
             idx = order[start:start + self.cfg.batch_size]
-            batch = self._left_pad([encoded[i] for i in idx])
+            if seeds is None:
+                batch = self._left_pad([encoded[i] for i in idx])
+                kw = self._gen_kwargs(s, n)
+            else:  # greedy search returns one sequence per row: the n rows of a prompt are explicit
+                batch = self._left_pad([encoded[i] for i in idx for _ in range(n)])
+                kw = self._gen_kwargs(s, 1, [seeds[i] + k for i in idx for k in range(n)])
             with torch.inference_mode():
-                gen = self.model.generate(**batch, **self._gen_kwargs(s, n))
+                gen = self.model.generate(**batch, **kw)
             new = gen[:, batch["input_ids"].shape[1]:].tolist()
             for j, i in enumerate(idx):
                 out[i] = [self._completion(new[j * n + k], len(encoded[i]), eos, s) for k in range(n)]
@@ -113,11 +142,11 @@ class HFBackend(Backend):
         chunk: list[tuple[list[int], int]] = []
         for g in ((idx[k:k + bs], p) for idx, p in shared for k in range(0, len(idx), bs)):
             if chunk and sum(len(x[0]) for x in chunk) + len(g[0]) > bs:
-                self._generate_shared(chunk, encoded, s, n, eos, out)
+                self._generate_shared(chunk, encoded, s, n, eos, out, seeds)
                 chunk = []
             chunk.append(g)
         if chunk:
-            self._generate_shared(chunk, encoded, s, n, eos, out)
+            self._generate_shared(chunk, encoded, s, n, eos, out, seeds)
         return out  # type: ignore[return-value]
 
     def _prefix_groups(self, encoded: list[list[int]]) -> list[tuple[list[int], int]]:
@@ -139,7 +168,7 @@ class HFBackend(Backend):
         return groups
 
     def _generate_shared(self, chunk: list[tuple[list[int], int]], encoded: list[list[int]], s: SamplingConfig,
-                         n: int, eos: set[int], out: list) -> None:
+                         n: int, eos: set[int], out: list, seeds: list[int] | None = None) -> None:
         """One forward over the groups' prefixes (left-padded), its KV cache copied to each row of its group, then
         generation over [prefix | padding | the row's own suffix]. Position ids follow the attention mask, so the
         padding inside a row shifts nothing."""
@@ -153,24 +182,69 @@ class HFBackend(Backend):
         with torch.inference_mode():
             self.model(input_ids=torch.tensor(pre, device=self.device), attention_mask=pre_mask,
                        position_ids=(pre_mask.cumsum(-1) - 1).clamp(min=0), cache=cache, use_cache=True)
-        rows = [(g, i) for g, (idx, _) in enumerate(chunk) for i in idx for _ in range(n)]
-        cache.reorder_cache(torch.tensor([g for g, _ in rows], device=self.device))
-        S = max(len(encoded[i]) - chunk[g][1] for g, i in rows)
+        rows = [(g, i, k) for g, (idx, _) in enumerate(chunk) for i in idx for k in range(n)]
+        cache.reorder_cache(torch.tensor([g for g, _, _ in rows], device=self.device))
+        S = max(len(encoded[i]) - chunk[g][1] for g, i, _ in rows)
         ids, mask = [], []
-        for g, i in rows:
+        for g, i, _ in rows:
             p = chunk[g][1]
             suffix = encoded[i][p:]
             ids.append(pre[g] + [pad] * (S - len(suffix)) + suffix)
             mask.append([0] * (P - p) + [1] * p + [0] * (S - len(suffix)) + [1] * len(suffix))
         ids_t = torch.tensor(ids, device=self.device)
-        with torch.inference_mode():
-            gen = self.model.generate(input_ids=ids_t, attention_mask=torch.tensor(mask, device=self.device),
-                                      cache=cache, **self._gen_kwargs(s, 1))
-        new = gen[:, ids_t.shape[1]:].tolist()
-        for r, (_, i) in enumerate(rows):
+        mask_t = torch.tensor(mask, device=self.device)
+        if s.stop:  # stop strings: transformers' own criteria
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=ids_t, attention_mask=mask_t, cache=cache,
+                                          **self._gen_kwargs(s, 1, seeds and [seeds[i] + k for _, i, k in rows]))
+            new = gen[:, ids_t.shape[1]:].tolist()
+        else:
+            new = self._decode(ids_t, mask_t, cache, P, s, seeds and [seeds[i] + k for _, i, k in rows], eos)
+        for r, (_, i, _) in enumerate(rows):
             if r % n == 0:
                 out[i] = []
             out[i].append(self._completion(new[r], len(encoded[i]), eos, s))
+
+    def _decode(self, ids, mask, cache, cached: int, s: SamplingConfig, row_seeds: list[int] | None,
+                eos: set[int]) -> list[list[int]]:
+        """Generation from a cache that holds the first `cached` positions of every row: the loop of transformers'
+        generate (same logits processors, greedy or sampled the same way), except that a finished row leaves the
+        batch (its cache rows are dropped), so a long chain does not keep the batch's short ones running."""
+        torch = self._torch
+        procs = self._processors(s, row_seeds)
+        sample = s.temperature > 0 and row_seeds is None
+        out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        alive = torch.arange(ids.shape[0], device=self.device)
+        seq = ids
+        step_ids = ids[:, cached:]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, cached:]
+        eos_t = torch.tensor(sorted(eos), device=self.device)
+        with torch.inference_mode():
+            for _ in range(s.max_new_tokens):
+                logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                                    use_cache=True, logits_to_keep=1).logits[:, -1].float()
+                scores = procs(seq, logits)
+                if sample:
+                    nxt = torch.multinomial(torch.softmax(scores, dim=-1), 1).squeeze(1)
+                else:  # greedy, or sampling through RowGumbel's noise
+                    nxt = scores.argmax(-1)
+                for r, t in zip(alive.tolist(), nxt.tolist()):
+                    out[r].append(t)
+                keep = ~torch.isin(nxt, eos_t)
+                seq = torch.cat([seq, nxt[:, None]], 1)
+                mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
+                if not keep.all():
+                    if not keep.any():
+                        break
+                    idx = keep.nonzero().squeeze(1)
+                    cache.batch_select_indices(idx)
+                    seq, mask, nxt, alive = seq[idx], mask[idx], nxt[idx], alive[idx]
+                    for proc in procs:
+                        if isinstance(proc, RowGumbel):
+                            proc.select(idx.tolist())
+                step_ids = nxt[:, None]
+                positions = mask.sum(-1, keepdim=True) - 1
+        return out
 
     def _eos_ids(self) -> list[int]:
         e = self.model.generation_config.eos_token_id
@@ -333,6 +407,27 @@ class HFBackend(Backend):
             scores = torch.zeros(k, dtype=torch.float64, device=self.device)
             scores.index_add_(0, torch.tensor([t[3] for t in targets], device=self.device), picked)
         return scores.tolist()
+
+
+class RowGumbel:
+    """Logits processor: adds Gumbel noise drawn from one generator per row (seeded once, one vocabulary-sized draw
+    per step), so a row's sample depends on its seed and its own logits only, never on the batch."""
+
+    def __init__(self, seeds: list[int]):
+        import torch
+        self.gens = [torch.Generator().manual_seed(int(x) % 2**63) for x in seeds]
+
+    def select(self, rows: list[int]) -> None:
+        """Keep the generators of these rows only (finished rows left the batch)."""
+        self.gens = [self.gens[r] for r in rows]
+
+    def __call__(self, input_ids, scores):
+        import torch
+        if scores.shape[0] != len(self.gens):
+            raise RuntimeError(f"{scores.shape[0]} rows for {len(self.gens)} seeds")
+        u = torch.stack([torch.rand(scores.shape[1], generator=g, dtype=torch.float64) for g in self.gens])
+        gumbel = -torch.log(-torch.log(u))  # u = 0 gives -inf: that token is never drawn
+        return scores.float() + gumbel.to(device=scores.device, dtype=torch.float32)
 
 
 PACKED_ATTENTION = "aloekit_packed"

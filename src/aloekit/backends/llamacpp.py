@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import ModelConfig, SamplingConfig
 from ..errors import MissingExtra, UserError
-from .base import Backend, Completion, Prompt, split_context
+from .base import Backend, Completion, Prompt, prompt_seeds, split_context
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -48,11 +48,12 @@ class LlamaCppBackend(Backend):
         kw = dict(max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
                   top_k=s.top_k, repeat_penalty=s.repetition_penalty, stop=list(s.stop) or None)
         out = []
-        for p in prompts:
+        seeds = prompt_seeds(s, len(prompts))
+        for i, p in enumerate(prompts):
             samples = []
             for k in range(n):
                 # llama.cpp samples one sequence per call: sample k gets its own derived seed
-                seed = s.seed + k
+                seed = (seeds[i] if seeds else s.seed) + k
                 if isinstance(p, str):
                     r = self.llm.create_completion(p, seed=seed, **kw)
                     text = r["choices"][0]["text"]

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from ..config import ModelConfig, SamplingConfig
 from ..errors import MissingExtra, UserError
-from .base import Backend, Completion, Prompt, split_context
+from .base import Backend, Completion, Prompt, prompt_seeds, split_context
 
 
 class OpenAIBackend(Backend):
@@ -57,8 +57,10 @@ class OpenAIBackend(Backend):
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingConfig | None = None,
                  n: int = 1) -> list[list[Completion]]:
         s = sampling or SamplingConfig()
+        seeds = prompt_seeds(s, len(prompts))
+        per = [s.model_copy(update={"seed": x}) for x in seeds] if seeds else [s] * len(prompts)
         with ThreadPoolExecutor(self.max_workers) as pool:
-            return list(pool.map(lambda p: self._one(p, s, n), prompts))
+            return list(pool.map(lambda ps: self._one(ps[0], ps[1], n), zip(prompts, per)))
 
     def _score(self, context: str, cont: str) -> float:
         context, cont = split_context(context, cont)

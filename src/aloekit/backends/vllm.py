@@ -7,7 +7,7 @@ from typing import Sequence
 
 from ..config import ModelConfig, SamplingConfig
 from ..errors import MissingExtra
-from .base import Backend, Completion, Prompt, split_context
+from .base import Backend, Completion, Prompt, prompt_seeds, split_context
 
 
 class VLLMBackend(Backend):
@@ -41,7 +41,10 @@ class VLLMBackend(Backend):
                  n: int = 1) -> list[list[Completion]]:
         s = sampling or SamplingConfig()
         reqs = [{"prompt_token_ids": self._ids(p)} for p in prompts]
-        res = self.llm.generate(reqs, self._params(s, n), use_tqdm=False)
+        seeds = prompt_seeds(s, len(prompts))
+        # a per-request seed makes a request's samples independent of the batch it runs in
+        params = [self._params(s.model_copy(update={"seed": x}), n) for x in seeds] if seeds else self._params(s, n)
+        res = self.llm.generate(reqs, params, use_tqdm=False)
         return [[Completion(text=o.text, prompt_tokens=len(r.prompt_token_ids),
                             completion_tokens=len(o.token_ids), finish_reason=o.finish_reason or "stop")
                  for o in r.outputs] for r in res]

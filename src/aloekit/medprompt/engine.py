@@ -6,7 +6,9 @@ How an ensemble runs (sc-cot, medprompt) — compute-aware by construction:
   settle its vote (`vote.members_needed`). After each round a question whose leader can no longer be overtaken
   by the members left is closed (`vote.decided`): its winner is the full ensemble's winner (tested
   exhaustively), so the early stop never changes an answer.
-- a round is batched across questions: all its prompts go to the backend together, in chunks.
+- a round is batched across questions: all its prompts go to the backend together, in chunks. Each member samples
+  from its own seed (config seed + question + member index), so its chain does not depend on the round, the chunk
+  or the batch it ran in: an adaptive run gets exactly the answers a full run gets from the members it runs.
 - sc-cot members share one prompt: it is sent once with n samples; medprompt members differ in the order of the
   options, so each is its own prompt, sent consecutively, and their common few-shot prefix is computed once by
   backends that share prefixes (hf: one KV cache per group of consecutive prompts; vLLM: prefix caching).
@@ -109,11 +111,17 @@ def prepare(docs: Sequence[Doc], cfg: StrategyConfig, db=None) -> list[_Question
     return qs
 
 
-def _sampling(cfg: StrategyConfig, round_: int, chunk: int) -> SamplingConfig:
+def member_seed(cfg: StrategyConfig, doc: Doc, member: int) -> int:
+    """The sampling seed of one ensemble member: from the config seed and the question's identity only, so a member
+    writes the same chain whatever round or batch it runs in (and a naive one-call-per-member run gets it too)."""
+    return V.seeded_rng(cfg.seed, "member", doc.doc_id, doc.question).getrandbits(40) + member
+
+
+def _sampling(cfg: StrategyConfig, round_: int, chunk: int, seeds: list[int] | None = None) -> SamplingConfig:
     seed = (cfg.seed * 1_000_003 + round_ * 7919 + chunk) % (2**31)
     if cfg.ensemble:
         return SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              seed=seed)
+                              seed=seed, seeds=seeds)
     return SamplingConfig(max_new_tokens=cfg.max_new_tokens if cfg.chain_of_thought else cfg.answer_tokens,
                           temperature=0.0, seed=seed)
 
@@ -183,8 +191,10 @@ def _run_round(backend, qs: list[_Question], plan, cfg: StrategyConfig, round_: 
         for s in range(0, len(group), cfg.batch_prompts):
             chunk = group[s:s + cfg.batch_prompts]
             prompts = [member_prompt(qs[i], first, cfg) for i, first, _ in chunk]
+            # sample j of a request is member first + j: its seed is member_seed(first) + j
+            seeds = [member_seed(cfg, qs[i].doc, first) for i, first, _ in chunk]
             t0 = time.perf_counter()
-            res = backend.generate(prompts, _sampling(cfg, round_, chunk_no), n=n)
+            res = backend.generate(prompts, _sampling(cfg, round_, chunk_no, seeds), n=n)
             elapsed = time.perf_counter() - t0
             chunk_no += 1
             work = []
