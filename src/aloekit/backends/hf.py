@@ -411,23 +411,27 @@ class HFBackend(Backend):
 
 class RowGumbel:
     """Logits processor: adds Gumbel noise drawn from one generator per row (seeded once, one vocabulary-sized draw
-    per step), so a row's sample depends on its seed and its own logits only, never on the batch."""
+    per step, on the logits' device), so a row's sample depends on its seed and its own logits only, never on the
+    batch."""
 
     def __init__(self, seeds: list[int]):
-        import torch
-        self.gens = [torch.Generator().manual_seed(int(x) % 2**63) for x in seeds]
+        self.seeds = [int(x) % 2**63 for x in seeds]
+        self.gens: list | None = None
 
     def select(self, rows: list[int]) -> None:
         """Keep the generators of these rows only (finished rows left the batch)."""
-        self.gens = [self.gens[r] for r in rows]
+        self.seeds = [self.seeds[r] for r in rows]
+        if self.gens is not None:
+            self.gens = [self.gens[r] for r in rows]
 
     def __call__(self, input_ids, scores):
         import torch
-        if scores.shape[0] != len(self.gens):
-            raise RuntimeError(f"{scores.shape[0]} rows for {len(self.gens)} seeds")
-        u = torch.stack([torch.rand(scores.shape[1], generator=g, dtype=torch.float64) for g in self.gens])
-        gumbel = -torch.log(-torch.log(u))  # u = 0 gives -inf: that token is never drawn
-        return scores.float() + gumbel.to(device=scores.device, dtype=torch.float32)
+        if scores.shape[0] != len(self.seeds):
+            raise RuntimeError(f"{scores.shape[0]} rows for {len(self.seeds)} seeds")
+        if self.gens is None:
+            self.gens = [torch.Generator(device=scores.device).manual_seed(x) for x in self.seeds]
+        u = torch.stack([torch.rand(scores.shape[1], generator=g, device=scores.device) for g in self.gens])
+        return scores.float() - torch.log(-torch.log(u))  # u = 0 gives -inf: that token is never drawn
 
 
 PACKED_ATTENTION = "aloekit_packed"
