@@ -118,7 +118,7 @@ class GenerationCache:
 
 
 def _key(teacher: str, prompt: list[dict], sampling: SamplingConfig, attempt: int) -> str:
-    blob = json.dumps([teacher, prompt, sampling.model_dump(mode="json"), attempt], sort_keys=True)
+    blob = json.dumps([teacher, prompt, sampling.model_dump(mode="json", exclude_none=True), attempt], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

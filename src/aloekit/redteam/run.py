@@ -113,7 +113,8 @@ class _Generations:
 
     def __init__(self, folder: Path, cfg: RedteamConfig):
         self.file = folder / ".partial" / "generations.jsonl"
-        self.salt = json.dumps([cfg.model.model_dump(mode="json"), cfg.sampling.model_dump(mode="json"),
+        # exclude_none: a sampling field added later, unset (None), must not change the keys of an existing cache
+        self.salt = json.dumps([cfg.model.model_dump(mode="json"), cfg.sampling.model_dump(mode="json", exclude_none=True),
                                 cfg.system], sort_keys=True)
         self.done: dict[str, dict] = {}
         if self.file.is_file():
