@@ -71,8 +71,13 @@ class HFBackend(Backend):
     def _processors(self, s: SamplingConfig, row_seeds: list[int] | None):
         """The logits processors transformers' generate applies for these settings, in its order (penalty, then
         temperature, top-k, top-p); with row seeds, RowGumbel last (the argmax then samples)."""
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                  TopKLogitsWarper, TopPLogitsWarper)
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
         procs = LogitsProcessorList()
         if s.repetition_penalty != 1.0:
             procs.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty))
