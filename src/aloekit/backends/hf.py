@@ -117,7 +117,9 @@ class HFBackend(Backend):
         torch = self._torch
         s = sampling or SamplingConfig()
         encoded = [self.encode_prompt(p) for p in prompts]
-        seeds = prompt_seeds(s, len(encoded)) if s.temperature > 0 else prompt_seeds(s, len(encoded)) and None
+        seeds = prompt_seeds(s, len(encoded))
+        if s.temperature <= 0:
+            seeds = None  # greedy: nothing to seed
         out: list[list[Completion] | None] = [None] * len(encoded)
         torch.manual_seed(s.seed)
         eos = set(self._eos_ids())
@@ -198,13 +200,14 @@ class HFBackend(Backend):
             mask.append([0] * (P - p) + [1] * p + [0] * (S - len(suffix)) + [1] * len(suffix))
         ids_t = torch.tensor(ids, device=self.device)
         mask_t = torch.tensor(mask, device=self.device)
+        row_seeds = [seeds[i] + k for _, i, k in rows] if seeds else None
         if s.stop:  # stop strings: transformers' own criteria
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids_t, attention_mask=mask_t, cache=cache,
-                                          **self._gen_kwargs(s, 1, seeds and [seeds[i] + k for _, i, k in rows]))
+                                          **self._gen_kwargs(s, 1, row_seeds))
             new = gen[:, ids_t.shape[1]:].tolist()
         else:
-            new = self._decode(ids_t, mask_t, cache, P, s, seeds and [seeds[i] + k for _, i, k in rows], eos)
+            new = self._decode(ids_t, mask_t, cache, P, s, row_seeds, eos)
         for r, (_, i, _) in enumerate(rows):
             if r % n == 0:
                 out[i] = []
