@@ -192,6 +192,24 @@ def main() -> None:
                                         "-m", model, "--db", db, "--limit", n(64), "--members", "5", "--shots", "3",
                                         "--max-new-tokens", n(128, 8), "--batch-size", "32", "--data-dir", data,
                                         "-o", str(W / "mp")), 320, mp_collect)
+    # 3b. the same on the vLLM backend (prefix caching, n>1 from one prompt), where the machine has vLLM
+    if str(res["env"].get("vllm", "missing")).startswith("missing"):
+        if not only or "medprompt_vllm_headqa_64" in only:
+            res["steps"]["medprompt_vllm_headqa_64"] = {"rc": None, "skipped": "vllm is not installed here"}
+    else:
+        def mpv_collect() -> dict:
+            r = read(W / "mp_vllm" / "results.json")
+            keep = ("n", "members_per_question", "generated_tokens_per_question", "wall_seconds", "accuracy")
+            strat = {k: {f: v.get(f) for f in keep} for k, v in r.get("strategies", {}).items()}
+            for v in strat.values():
+                if v.get("wall_seconds"):
+                    v["generated_tokens_per_s"] = round(v["generated_tokens_per_question"] * v["n"] / v["wall_seconds"], 1)
+            return {"strategies": strat}
+        step("medprompt_vllm_headqa_64", aloekit("medprompt", "eval", "-b", "vllm", "-t", "headqa",
+                                                 "-s", "cot,sc-cot,medprompt", "-m", model, "--db", db or make_db(emb),
+                                                 "--limit", n(64), "--members", "5", "--shots", "3",
+                                                 "--max-new-tokens", n(128, 8), "--batch-size", "64",
+                                                 "--data-dir", data, "-o", str(W / "mp_vllm")), 240, mpv_collect)
     # 4. training on CUDA: LoRA SFT, full SFT under accelerate + FSDP, two DPO stages with/without precomputed refs
     import yaml
 

@@ -8,8 +8,8 @@ Builds (or resumes) both databases under --work, runs `aloekit.medprompt.run` fo
 samples and the accuracy-vs-tokens plot under --work), writes benchmarks/results/medprompt_real.{json,md}.
 The recorded numbers came from one process per task, merged:
 
-    ... --tasks headqa --limit 30 --pool-limit 96 --threads 1 --name medprompt_real_headqa
-    ... --tasks pubmedqa --limit 12 --pool-limit 40 --threads 1 --name medprompt_real_pubmedqa
+    ... --tasks headqa --limit 100 --pool-limit 400 --threads 1 --name medprompt_real_headqa
+    ... --tasks pubmedqa --limit 40 --pool-limit 200 --threads 1 --name medprompt_real_pubmedqa
     ... --name medprompt_real --merge medprompt_real_pubmedqa medprompt_real_headqa
 """
 

@@ -83,6 +83,9 @@ def main() -> None:
                     help="take the naive run from the last results file (same settings) and run ours only")
     ap.add_argument("--dtype", default="auto", help="model dtype for both runs (auto: bf16 on CPU)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (1 is fastest on a shared machine)")
+    ap.add_argument("--name", default="medprompt_speed", help="results file name under benchmarks/results")
+    ap.add_argument("--note", default="The machine's 2 cores were shared with other jobs: wall times are noisy; "
+                    "the token ratio is not.", help="how the run was made (goes into the markdown)")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -108,7 +111,7 @@ def main() -> None:
         import json
 
         from _common import RESULTS
-        last = json.loads((RESULTS / "medprompt_speed.json").read_text())
+        last = json.loads((RESULTS / f"{args.name}.json").read_text())
         same = ("task", "members", "shots", "max_new_tokens")
         if any(last[k] != v for k, v in zip(same, (args.task, args.members, args.shots, args.max_new_tokens))) \
                 or last["n"] != len(docs):
@@ -139,7 +142,8 @@ def main() -> None:
 
 Same questions, same {args.shots} kNN examples and the same option order for each of the {args.members} members
 (T=0.7, chains up to {args.max_new_tokens} tokens). Naive: one generate call per member and question, all
-members run (prompt_engine's way). Ours: rounds batched across questions, adaptive stopping.
+members run (prompt_engine's way; its retries of unparsed answers are not mirrored). Ours: rounds batched across
+questions, shared prefixes, adaptive stopping (tie-rule aware).
 
 | | accuracy | wall s | generated tokens | generated tok/q | prompt tokens |
 |---|---|---|---|---|---|
@@ -153,14 +157,15 @@ Members run per question (ours): {b['members_per_question']}; questions stopped 
 Each member samples from its own seed in both runs: of the {agreement['members_compared']} members ours ran,
 {agreement['same_answer']} gave the naive run's answer (the rest: the rounding of another batch shape changed a
 draw); {agreement['same_prediction']}/{len(docs)} questions got the same prediction.
-The machine's 2 cores were shared with other jobs: wall times are noisy; the token ratio is not.
+Both runs in {backend.dtype}, {args.threads or 'default'} torch thread(s), backend batch size {args.batch_size}.
+{args.note}
 """
     if previous:
         md += (f"\nThe naive run is the one measured at {a['reused_from']} (same questions and settings); ours was "
                f"re-measured with backend batch size {args.batch_size}. The earlier run of ours (batch size "
                f"{previous['batch_size']}, at {previous['date']}, overlapping a test run) took "
                f"{previous['wall_seconds']:.1f} s.\n")
-    write("medprompt_speed", payload, md)
+    write(args.name, payload, md)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,14 @@ def test_group_is_size_weighted_with_macro_mean():
     ("answer: b", 4, 1),
     ("Answer: E", 4, -1),
     ("No idea, sorry.", 4, -1),
+    # an echoed option list names no answer; one option written out does; a letter after the list still counts
+    ("A. yes\nB. no", 3, -1),
+    ("A. yes\nB. no\nC. maybe\n", 3, -1),
+    ("(A) yes\n(B) no", 3, -1),
+    ("B. no", 3, 1),
+    ("A. Premotor cortex.", 5, 0),
+    ("A. yes\nB. no\nSo B is correct.", 3, 1),
+    ("A. yes\nB. no\n\nThe answer is A. yes", 3, 0),
 ])
 def test_parse_answer(text, n, want):
     assert parse_answer(text, n) == want

@@ -3,6 +3,7 @@ stopping never changes the full ensemble's answer, the leakage guard, resumable 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -122,11 +123,11 @@ def test_tie_rule_is_seeded_and_fair():
 
 # ---------------- adaptive stopping ----------------
 
-def adaptive_run(seq, K):
+def adaptive_run(seq, K, n_options=0, tie_rng=None):
     """Consume a member answer sequence in the engine's rounds; return the answers used."""
     used: list[int] = []
-    while len(used) < K and not V.decided(used, K):
-        m = V.members_needed(used, K)
+    while len(used) < K and not V.decided(used, K, n_options, tie_rng):
+        m = V.members_needed(used, K, n_options, tie_rng)
         assert 1 <= m <= K - len(used)
         used += list(seq[len(used):len(used) + m])
     return used
@@ -134,16 +135,33 @@ def adaptive_run(seq, K):
 
 @pytest.mark.parametrize("K,n_options", [(1, 4), (2, 4), (3, 4), (4, 4), (5, 4), (6, 3), (7, 3)])
 def test_adaptive_stopping_never_changes_the_majority(K, n_options):
-    saved = 0
-    for seq in V.all_sequences(K, n_options):
-        used = adaptive_run(seq, K)
-        for tie_seed in range(3):
-            full = V.vote(seq, n_options, V.seeded_rng(tie_seed, seq))[0]
-            early = V.vote(used, n_options, V.seeded_rng(tie_seed, seq))[0]
-            assert early == full, (seq, used)
-        saved += K - len(used)
+    saved = {"strict": 0, "tie rule": 0}
+    for tie_seed in range(3):
+        # fixed per question, as in the engine: it does not depend on the answers
+        tie_rng = functools.partial(V.seeded_rng, tie_seed, "tie", K, n_options)
+        for seq in V.all_sequences(K, n_options):
+            full = V.vote(seq, n_options, tie_rng())[0]
+            for rule, kw in (("strict", {}), ("tie rule", {"n_options": n_options, "tie_rng": tie_rng})):
+                used = adaptive_run(seq, K, **kw)
+                assert V.vote(used, n_options, tie_rng())[0] == full, (rule, seq, used)
+                saved[rule] += K - len(used)
     if K >= 3:
-        assert saved > 0  # it does stop early sometimes
+        assert saved["strict"] > 0  # it does stop early sometimes
+    if K >= 4:
+        assert saved["tie rule"] > saved["strict"]  # knowing who wins a tie stops earlier still
+
+
+def test_tie_aware_stop_examples():
+    # 4 of 5 members in: A 2, B 1, C 1. The fifth can only tie A with B or with C; stop iff the rule gives A both.
+    wins_both = [s for s in range(50)
+                 if V.vote([0, 0, 1, 1], 4, V.seeded_rng(s))[0] == 0 and V.vote([0, 0, 2, 2], 4, V.seeded_rng(s))[0] == 0]
+    loses_one = [s for s in range(50) if s not in wins_both]
+    assert wins_both and loses_one
+    assert V.decided([0, 0, 1, 2], 5, 4, lambda: V.seeded_rng(wins_both[0]))
+    assert not V.decided([0, 0, 1, 2], 5, 4, lambda: V.seeded_rng(loses_one[0]))
+    assert not V.decided([0, 0, 1, 2], 5)  # the strict rule never stops on a reachable tie
+    with pytest.raises(ValueError):
+        V.decided([0], 3, 0, lambda: V.seeded_rng(0))
 
 
 class FixedDB:

@@ -4,8 +4,9 @@ backend and accounts the compute each question took.
 How an ensemble runs (sc-cot, medprompt) — compute-aware by construction:
 - members run in rounds; a round holds, for every question still open, the fewest further members that could
   settle its vote (`vote.members_needed`). After each round a question whose leader can no longer be overtaken
-  by the members left is closed (`vote.decided`): its winner is the full ensemble's winner (tested
-  exhaustively), so the early stop never changes an answer.
+  by the members left is closed (`vote.decided`), also when they could only tie it and the vote's seeded tie
+  rule would give that tie to the leader: its winner is the full ensemble's winner (tested exhaustively), so the
+  early stop never changes an answer.
 - a round is batched across questions: all its prompts go to the backend together, in chunks. Each member samples
   from its own seed (config seed + question + member index), so its chain does not depend on the round, the chunk
   or the batch it ran in: an adaptive run gets exactly the answers a full run gets from the members it runs.
@@ -117,6 +118,11 @@ def member_seed(cfg: StrategyConfig, doc: Doc, member: int) -> int:
     return V.seeded_rng(cfg.seed, "member", doc.doc_id, doc.question).getrandbits(40) + member
 
 
+def _tie_rng(cfg: StrategyConfig, doc: Doc):
+    """The tie rule's rng, fresh on each call: the final vote and the adaptive stop consult the same rule."""
+    return lambda: V.seeded_rng(cfg.seed, "tie", doc.doc_id, doc.question)
+
+
 def _sampling(cfg: StrategyConfig, round_: int, chunk: int, seeds: list[int] | None = None) -> SamplingConfig:
     seed = (cfg.seed * 1_000_003 + round_ * 7919 + chunk) % (2**31)
     if cfg.ensemble:
@@ -158,7 +164,8 @@ def evaluate(backend, docs: Sequence[Doc], cfg: StrategyConfig, db=None, desc: s
             plan = []
             for i in open_:
                 q = qs[i]
-                m = V.members_needed(q.answers, K) if cfg.adaptive else K - len(q.answers)
+                m = (V.members_needed(q.answers, K, len(q.doc.options), _tie_rng(cfg, q.doc)) if cfg.adaptive
+                     else K - len(q.answers))
                 plan.append((i, len(q.answers), m))
             _run_round(backend, qs, plan, cfg, round_)
             round_ += 1
@@ -166,7 +173,8 @@ def evaluate(backend, docs: Sequence[Doc], cfg: StrategyConfig, db=None, desc: s
             for i in open_:
                 q = qs[i]
                 q.rounds += 1
-                if len(q.answers) < K and not (cfg.adaptive and V.decided(q.answers, K)):
+                if len(q.answers) < K and not (cfg.adaptive and
+                                               V.decided(q.answers, K, len(q.doc.options), _tie_rng(cfg, q.doc))):
                     still.append(i)
                 else:
                     bar.advance(1)
@@ -213,7 +221,7 @@ def _run_round(backend, qs: list[_Question], plan, cfg: StrategyConfig, round_: 
 
 def _result(q: _Question, cfg: StrategyConfig) -> dict[str, Any]:
     d = q.doc
-    pred, votes = V.vote(q.answers, len(d.options), V.seeded_rng(cfg.seed, "tie", d.doc_id, d.question))
+    pred, votes = V.vote(q.answers, len(d.options), _tie_rng(cfg, d)())
     shots = []
     for s in q.shots:
         e = _example(s)

@@ -10,7 +10,7 @@ import itertools
 import math
 import random
 from collections import Counter
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 def seeded_rng(*parts) -> random.Random:
@@ -61,32 +61,58 @@ def vote(answers: Sequence[int], n_options: int, rng: random.Random) -> tuple[in
     return winner, dict(sorted(counts.items()))
 
 
-def decided(answers: Sequence[int], total_members: int) -> bool:
-    """True when the remaining members cannot change the full ensemble's winner: the leader is strictly ahead
-    of the runner-up by more than the votes still to come (so no tie can arise either, and the tie rule is
-    never consulted for a different set of tied options)."""
-    counts = sorted(Counter(a for a in answers if a >= 0).values(), reverse=True)
+def _lead(answers: Sequence[int]) -> tuple[int, int, int]:
+    """(leading option or -1, its votes, the runner-up's votes)."""
+    ranked = Counter(a for a in answers if a >= 0).most_common()
+    if not ranked:
+        return -1, 0, 0
+    return ranked[0][0], ranked[0][1], ranked[1][1] if len(ranked) > 1 else 0
+
+
+def decided(answers: Sequence[int], total_members: int, n_options: int = 0,
+            tie_rng: Callable[[], random.Random] | None = None) -> bool:
+    """True when the remaining members cannot change the full ensemble's winner.
+
+    Without a tie rule: the leader is ahead of the runner-up by more than the votes still to come. With the vote's
+    own tie rule (`tie_rng` returns a fresh copy of the rng the final vote uses): also when the remaining members can
+    at most tie the leader and the tie rule would give every such tie to the leader. A tie is then only reachable by
+    all remaining members voting for one option that has the runner-up's count, so those are the completions to try.
+    """
+    if tie_rng is not None and n_options < 1:
+        raise ValueError("decided: the tie rule needs n_options")
     remaining = total_members - len(answers)
     if remaining <= 0:
         return True
-    if not counts:
+    leader, lead, second = _lead(answers)
+    if leader < 0:
         return False
-    second = counts[1] if len(counts) > 1 else 0
-    return counts[0] > second + remaining
+    if lead > second + remaining:
+        return True
+    if tie_rng is None or lead < second + remaining:
+        return False
+    counts = Counter(answers)
+    for c in range(n_options):
+        if c != leader and counts[c] == second:
+            if vote(list(answers) + [c] * remaining, n_options, tie_rng())[0] != leader:
+                return False
+    return True
 
 
-def members_needed(answers: Sequence[int], total_members: int) -> int:
-    """The fewest further members that could settle the vote (if they all agreed with the leader): the size of
+def members_needed(answers: Sequence[int], total_members: int, n_options: int = 0,
+                   tie_rng: Callable[[], random.Random] | None = None) -> int:
+    """The fewest further members that could settle the vote (if they all voted for one option): the size of
     the next round. Never more than what is left."""
     remaining = total_members - len(answers)
-    if remaining <= 0 or decided(answers, total_members):
+    if remaining <= 0 or decided(answers, total_members, n_options, tie_rng):
         return 0
-    counts = sorted(Counter(a for a in answers if a >= 0).values(), reverse=True)
-    lead = counts[0] if counts else 0
-    second = counts[1] if len(counts) > 1 else 0
-    # after m more votes for the leader: lead + m > second + (remaining - m)
-    m = (second + remaining - lead) // 2 + 1
-    return max(1, min(m, remaining))
+    leader, lead, second = _lead(answers)
+    if tie_rng is None:
+        # after m more votes for the leader: lead + m > second + (remaining - m)
+        return max(1, min((second + remaining - lead) // 2 + 1, remaining))
+    for m in range(1, remaining):
+        if any(decided(list(answers) + [o] * m, total_members, n_options, tie_rng) for o in range(n_options)):
+            return m
+    return remaining
 
 
 def all_sequences(n_members: int, n_options: int):
