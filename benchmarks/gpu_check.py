@@ -179,8 +179,8 @@ def main() -> None:
     # 3. medprompt strategies on the hf backend (CUDA): tokens/s
     db = make_db(emb) if not only or "medprompt_headqa_64" in only else ""
 
-    def mp_collect() -> dict:
-        r = read(W / "mp" / "results.json")
+    def mp_collect(folder: str) -> dict:
+        r = read(W / folder / "results.json")
         keep = ("n", "members_per_question", "prompt_tokens_per_question", "generated_tokens_per_question",
                 "seconds_per_question", "wall_seconds", "early_stopped", "accuracy")
         strat = {k: {f: v.get(f) for f in keep} for k, v in r.get("strategies", {}).items()}
@@ -191,25 +191,18 @@ def main() -> None:
     step("medprompt_headqa_64", aloekit("medprompt", "eval", "-t", "headqa", "-s", "zeroshot,cot,sc-cot,medprompt",
                                         "-m", model, "--db", db, "--limit", n(64), "--members", "5", "--shots", "3",
                                         "--max-new-tokens", n(128, 8), "--batch-size", "32", "--data-dir", data,
-                                        "-o", str(W / "mp")), 320, mp_collect)
+                                        "-o", str(W / "mp")), 320, lambda: mp_collect("mp"))
     # 3b. the same on the vLLM backend (prefix caching, n>1 from one prompt), where the machine has vLLM
     if str(res["env"].get("vllm", "missing")).startswith("missing"):
         if not only or "medprompt_vllm_headqa_64" in only:
             res["steps"]["medprompt_vllm_headqa_64"] = {"rc": None, "skipped": "vllm is not installed here"}
     else:
-        def mpv_collect() -> dict:
-            r = read(W / "mp_vllm" / "results.json")
-            keep = ("n", "members_per_question", "generated_tokens_per_question", "wall_seconds", "accuracy")
-            strat = {k: {f: v.get(f) for f in keep} for k, v in r.get("strategies", {}).items()}
-            for v in strat.values():
-                if v.get("wall_seconds"):
-                    v["generated_tokens_per_s"] = round(v["generated_tokens_per_question"] * v["n"] / v["wall_seconds"], 1)
-            return {"strategies": strat}
         step("medprompt_vllm_headqa_64", aloekit("medprompt", "eval", "-b", "vllm", "-t", "headqa",
                                                  "-s", "cot,sc-cot,medprompt", "-m", model, "--db", db or make_db(emb),
                                                  "--limit", n(64), "--members", "5", "--shots", "3",
                                                  "--max-new-tokens", n(128, 8), "--batch-size", "64",
-                                                 "--data-dir", data, "-o", str(W / "mp_vllm")), 240, mpv_collect)
+                                                 "--data-dir", data, "-o", str(W / "mp_vllm")), 240,
+             lambda: mp_collect("mp_vllm"))
     # 4. training on CUDA: LoRA SFT, full SFT under accelerate + FSDP, two DPO stages with/without precomputed refs
     import yaml
 
