@@ -61,9 +61,9 @@ def vote(answers: Sequence[int], n_options: int, rng: random.Random) -> tuple[in
     return winner, dict(sorted(counts.items()))
 
 
-def _lead(answers: Sequence[int]) -> tuple[int, int, int]:
-    """(leading option or -1, its votes, the runner-up's votes)."""
-    ranked = Counter(a for a in answers if a >= 0).most_common()
+def _lead(counts: Counter) -> tuple[int, int, int]:
+    """(leading option or -1, its votes, the runner-up's votes) from the counts of parsed answers."""
+    ranked = counts.most_common(2)
     if not ranked:
         return -1, 0, 0
     return ranked[0][0], ranked[0][1], ranked[1][1] if len(ranked) > 1 else 0
@@ -83,14 +83,14 @@ def decided(answers: Sequence[int], total_members: int, n_options: int = 0,
     remaining = total_members - len(answers)
     if remaining <= 0:
         return True
-    leader, lead, second = _lead(answers)
+    counts = Counter(a for a in answers if a >= 0)
+    leader, lead, second = _lead(counts)
     if leader < 0:
         return False
     if lead > second + remaining:
         return True
     if tie_rng is None or lead < second + remaining:
         return False
-    counts = Counter(answers)
     for c in range(n_options):
         if c != leader and counts[c] == second:
             if vote(list(answers) + [c] * remaining, n_options, tie_rng())[0] != leader:
@@ -105,8 +105,8 @@ def members_needed(answers: Sequence[int], total_members: int, n_options: int = 
     remaining = total_members - len(answers)
     if remaining <= 0 or decided(answers, total_members, n_options, tie_rng):
         return 0
-    leader, lead, second = _lead(answers)
     if tie_rng is None:
+        _, lead, second = _lead(Counter(a for a in answers if a >= 0))
         # after m more votes for the leader: lead + m > second + (remaining - m)
         return max(1, min((second + remaining - lead) // 2 + 1, remaining))
     for m in range(1, remaining):
