@@ -1,11 +1,18 @@
-"""The demo recipe end to end on the default model: wall time per stage, and kill -9 + resume on the real model.
+"""The demo recipe end to end on the default model, as a new user runs it: fresh clones, repeated.
 
-    python benchmarks/recipe_demo.py                 # fresh run of configs/demo.yaml, timed
-    python benchmarks/recipe_demo.py --kill          # + a second run killed (kill -9) in sft and in eval:sft,
-                                                     #   resumed, compared with the first (metrics, sft weights)
+    python benchmarks/recipe_demo.py                      # 2 fresh clones of HEAD with the shared data
+    python benchmarks/recipe_demo.py --runs 1 --no-data   # + the bundled-sets-only path
+    python benchmarks/recipe_demo.py --runs 1 --cpu-capability avx2   # another CPU's bf16 kernels
+    python benchmarks/recipe_demo.py --kill               # kill -9 in sft and eval:sft, resume, compare
 
-Writes results/recipe_demo.{json,md}. The peer for the wall time is the issue's goal (15 minutes on 2 cores);
-the peer for resume is the uninterrupted run of the same recipe in the same process run.
+Each run: `git clone` of HEAD into a temporary folder, a new empty ALOEKIT_HOME (so the GGUF conversion is
+timed too), then `aloekit run configs/demo.yaml` there with this venv's packages (the install is excluded, as
+the goal says) and the clone's own source first on PYTHONPATH. Wall time is the command's, start to exit.
+`--cpu-capability avx2` sets ATEN_CPU_CAPABILITY so torch runs its AVX2 kernels instead of AVX-512: greedy bf16
+text differs between the two (measured: 47 of 64 answers), which is what another machine of this kind may do.
+
+Results are merged into results/recipe_demo.{json,md} by configuration (data / no-data / capability), so each
+configuration keeps its latest runs; the goal is 10 minutes per run on 2 cores.
 """
 
 from __future__ import annotations
@@ -16,39 +23,63 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, write
+from _common import REPO, RESULTS, data_dir, git_sha, machine, write
 
-CLI = [sys.executable, "-m", "aloekit.cli", "-q"]
-GOAL_S = 15 * 60
+GOAL_S = 10 * 60
 
 
 def load(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
-def run_recipe(recipe: Path, out: Path, *extra: str) -> tuple[int, float]:
-    t = time.time()
-    r = subprocess.run([*CLI, "run", str(recipe), "-o", str(out), *extra], cwd=REPO)
-    return r.returncode, time.time() - t
+def fresh_clone(where: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(REPO), str(where)], check=True)
+    return where
 
 
-def kill_when(recipe: Path, out: Path, ready, what: str) -> float:
-    t = time.time()
-    proc = subprocess.Popen([*CLI, "run", str(recipe), "-o", str(out)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not ready():
-        if proc.poll() is not None:
-            raise SystemExit(f"the run ended before {what}")
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    print(f"killed during {what} after {time.time() - t:.0f}s", flush=True)
-    return time.time() - t
+def env_for(clone: Path, home: Path, data: str | None, capability: str | None) -> dict:
+    env = dict(os.environ, ALOEKIT_HOME=str(home), PYTHONPATH=str(clone / "src"))
+    env["ALOEKIT_DATA_DIR"] = data if data else str(clone / "no-shared-data")
+    if capability:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    return env
+
+
+def run_once(data: str | None, capability: str | None, keep: Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="aloekit-demo-") as tmp:
+        clone = fresh_clone(Path(tmp) / "aloekit")
+        env = env_for(clone, Path(tmp) / "home", data, capability)
+        load_before = os.getloadavg()
+        t = time.time()
+        r = subprocess.run([sys.executable, "-m", "aloekit.cli", "-q", "run", "configs/demo.yaml"], cwd=clone,
+                           env=env, capture_output=True, text=True)
+        wall = time.time() - t
+        out = clone / "runs" / "demo"
+        m = load(out)
+        res = {"returncode": r.returncode, "last_line": (r.stderr.strip().splitlines() or [""])[-1],
+               "status": m["status"], "wall_s": round(wall, 1), "data_dir": m["data_dir"],
+               "loadavg_before": [round(x, 2) for x in load_before],
+               "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+               "stages": [{k: s[k] for k in ("name", "kind", "status", "seconds")} for s in m["stages"]],
+               "gates": [{k: g.get(k) for k in ("stage", "metric", "rule", "value", "reference", "n", "interval",
+                                                 "decision", "message")} for g in m["gates"]],
+               "metrics": {s["name"]: {k: v for k, v in s["metrics"].items()
+                                       if k.startswith(("safety.asr", "safety.over_refusal", "aloekit_demo.acc",
+                                                        "medprompt", "zeroshot", "cot"))
+                                       and not k.startswith("safety.asr.")}
+                           for s in m["stages"] if s["kind"] in ("eval", "medprompt")},
+               "report_written": (out / "report.html").is_file() and (out / "model_card" / "README.md").is_file()}
+        if keep:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(out, keep, ignore=shutil.ignore_patterns("*.safetensors", "checkpoints", "pairs_hf"))
+        return res
 
 
 def folder_hash(folder: Path) -> str:
@@ -59,71 +90,111 @@ def folder_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--recipe", default=str(REPO / "configs" / "demo.yaml"))
-    ap.add_argument("--out", default=str(REPO / "runs" / "bench_recipe_demo"))
-    ap.add_argument("--kill", action="store_true", help="also the kill -9 + resume comparison")
-    ap.add_argument("--existing", action="store_true",
-                    help="report on a finished run already in --out (wall time from its manifest) instead of running")
-    args = ap.parse_args()
-    recipe, out = Path(args.recipe), Path(args.out)
-    load_before = os.getloadavg()
-    if args.existing:
-        m = load(out)
-        from datetime import datetime
-        wall = (datetime.fromisoformat(m["finished"]) - datetime.fromisoformat(m["started"])).total_seconds()
-        rc = 0 if m["status"] == "done" else 1
-    else:
-        shutil.rmtree(out, ignore_errors=True)
-        rc, wall = run_recipe(recipe, out)
-        m = load(out)
-    res: dict = {"recipe": str(recipe.relative_to(REPO)), "returncode": rc, "status": m["status"],
-                 "wall_s": round(wall, 1), "goal_s": GOAL_S, "goal_met": rc == 0 and wall <= GOAL_S,
-                 "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-                 "loadavg_after": [round(x, 2) for x in os.getloadavg()], "data_dir": m["data_dir"],
-                 "stages": [{k: s[k] for k in ("name", "kind", "status", "seconds")} for s in m["stages"]],
-                 "gates": m["gates"], "final_metrics": next((s["metrics"] for s in reversed(m["stages"])
-                                                            if s["kind"] == "eval"), {})}
-    res["report_written"] = (out / "report.html").is_file() and (out / "model_card" / "README.md").is_file()
-
-    if args.kill:
-        cut = out.with_name(out.name + "_killed")
-        shutil.rmtree(cut, ignore_errors=True)
-        kill_when(recipe, cut, lambda: any(cut.glob("stages/sft-*/checkpoints/checkpoint-*/trainer_state.json")),
-                  "sft")
-        kill_when(recipe, cut, lambda: any(cut.glob("stages/eval-sft-*/benchmarks")) or
-                  any(cut.glob("stages/eval-sft-*/safety")), "eval:sft")
-        rc2, wall2 = run_recipe(recipe, cut)
-        a, b = load(out), load(cut)
+def kill_check() -> dict:
+    """kill -9 in sft and in eval:sft, then a rerun: same metrics and sft weights as an uninterrupted run."""
+    with tempfile.TemporaryDirectory(prefix="aloekit-kill-") as tmp:
+        clone = fresh_clone(Path(tmp) / "aloekit")
+        env = env_for(clone, Path(tmp) / "home", str(data_dir()), None)
+        cli = [sys.executable, "-m", "aloekit.cli", "-q", "run", "configs/demo.yaml"]
+        subprocess.run([*cli, "-o", "runs/ref"], cwd=clone, env=env, capture_output=True)
+        cut = clone / "runs" / "cut"
+        for what, ready in (("sft", lambda: any(cut.glob("stages/sft-*/checkpoints/checkpoint-*/trainer_state.json"))),
+                            ("eval:sft", lambda: any(cut.glob("stages/eval-sft-*/benchmarks")))):
+            proc = subprocess.Popen([*cli, "-o", "runs/cut"], cwd=clone, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            while not ready():
+                if proc.poll() is not None:
+                    raise SystemExit(f"the run ended before {what}")
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        r = subprocess.run([*cli, "-o", "runs/cut"], cwd=clone, env=env, capture_output=True)
+        a, b = load(clone / "runs" / "ref"), load(cut)
         evals = lambda m: {s["name"]: s["metrics"] for s in m["stages"] if s["kind"] == "eval"}  # noqa: E731
-        same_metrics = evals(a) == evals(b)
-        sft_a = next(out.glob("stages/sft-*/model"))
-        sft_b = next(cut.glob("stages/sft-*/model"))
-        resumed = json.loads((sft_b.parent / "train_run.json").read_text())["metrics"].get("resumed_from")
-        res["kill9"] = {"returncode": rc2, "status": b["status"], "resume_wall_s": round(wall2, 1),
-                        "sft_resumed_from": resumed, "sft_weights_identical": folder_hash(sft_a) == folder_hash(sft_b),
-                        "all_eval_metrics_identical": same_metrics,
-                        "same_keys": [s["key"] for s in a["stages"]] == [s["key"] for s in b["stages"]]}
+        sft_a, sft_b = next((clone / "runs" / "ref").glob("stages/sft-*/model")), next(cut.glob("stages/sft-*/model"))
+        return {"returncode": r.returncode, "status": b["status"],
+                "sft_resumed_from": json.loads((sft_b.parent / "train_run.json").read_text())["metrics"]
+                .get("resumed_from"),
+                "sft_weights_identical": folder_hash(sft_a) == folder_hash(sft_b),
+                "all_eval_metrics_identical": evals(a) == evals(b),
+                "same_keys": [s["key"] for s in a["stages"]] == [s["key"] for s in b["stages"]]}
 
+
+def config_name(no_data: bool, capability: str | None) -> str:
+    return ("bundled sets only" if no_data else "with shared data") + (f", {capability} kernels" if capability
+                                                                        else "")
+
+
+def markdown(res: dict) -> str:
     lines = ["# Demo recipe (`aloekit run configs/demo.yaml`) on the default model", "",
-             f"{res['cpus']} CPU cores; load average before {res['loadavg_before']}, after {res['loadavg_after']}; "
-             f"data dir: {res['data_dir'] or 'none (bundled sets only)'}.", "",
-             f"**Wall time {res['wall_s'] / 60:.1f} min** (goal <= {GOAL_S // 60} min: "
-             f"{'met' if res['goal_met'] else 'NOT met'}); status {res['status']}; report and card written: "
-             f"{res['report_written']}.", "", "| stage | kind | status | seconds |", "|---|---|---|---:|"]
-    lines += [f"| {s['name']} | {s['kind']} | {s['status']} | {s['seconds']} |" for s in res["stages"]]
-    lines += ["", "| gate | value | reference | passed |", "|---|---:|---:|---|"]
-    lines += [f"| {g['stage']}: {g['metric']} {g['rule']} | {g['value']} | {g['reference']} | {g['passed']} |"
-              for g in res["gates"]]
-    if "kill9" in res:
+             f"Fresh `git clone` of the commit below per run, new empty `ALOEKIT_HOME` (GGUF conversion included), "
+             f"install excluded; 2 CPU cores. Goal: each run <= {GOAL_S // 60} min, exit 0, the same gate decisions "
+             "every time. `python benchmarks/recipe_demo.py` (options in its docstring).", ""]
+    for name, c in res["configs"].items():
+        runs = c["runs"]
+        walls = [r["wall_s"] for r in runs]
+        decisions = [[g["decision"] for g in r["gates"]] for r in runs]
+        lines += [f"## {name}", "",
+                  f"git {c['git']}, {c['date']}; data dir: {runs[0]['data_dir'] or 'none'}.", "",
+                  f"**{len(runs)} run(s): wall {', '.join(f'{w / 60:.1f}' for w in walls)} min** (median "
+                  f"{statistics.median(walls) / 60:.1f}, goal <= {GOAL_S // 60}: "
+                  f"{'met' if all(w <= GOAL_S for w in walls) else 'NOT met'}); exit codes "
+                  f"{[r['returncode'] for r in runs]}; same gate decisions in every run: "
+                  f"**{all(d == decisions[0] for d in decisions)}**; load average before each run "
+                  f"{[r['loadavg_before'][0] for r in runs]}.", "",
+                  "| gate | n | " + " | ".join(f"run {i + 1}: value vs ref, interval, decision" for i in range(len(runs)))
+                  + " |", "|---|---:|" + "---|" * len(runs)]
+        for gi, g in enumerate(runs[0]["gates"]):
+            cells = []
+            for r in runs:
+                x = r["gates"][gi] if gi < len(r["gates"]) else {}
+                iv = x.get("interval") or [float("nan")] * 2
+                ref = f" vs {x['reference']:.3f}" if x.get("reference") is not None else ""
+                cells.append(f"{x.get('value', float('nan')):.3f}{ref}, [{iv[0]:+.3f}, {iv[1]:+.3f}], "
+                             f"**{x.get('decision')}**")
+            lines.append(f"| {g['stage']}: {g['metric']} {g['rule']} | {g['n']} | " + " | ".join(cells) + " |")
+        lines += ["", "| stage | " + " | ".join(f"run {i + 1} s" for i in range(len(runs))) + " |",
+                  "|---|" + "---:|" * len(runs)]
+        for si, s in enumerate(runs[0]["stages"]):
+            lines.append(f"| {s['name']} | " + " | ".join(str(r["stages"][si]["seconds"]) for r in runs) + " |")
+        lines += ["", "| model | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |",
+                  "|---|" + "---|" * len(runs)]
+        for model in runs[0]["metrics"]:
+            lines.append(f"| {model} | " + " | ".join(
+                ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["metrics"].get(model, {}).items())) for r in runs)
+                + " |")
+        lines.append("")
+    if res.get("kill9"):
         k = res["kill9"]
-        lines += ["", "## kill -9 in sft and in eval:sft, then rerun", "",
+        lines += ["## kill -9 in sft and in eval:sft, then rerun", "",
                   f"status {k['status']}; sft resumed from `{k['sft_resumed_from']}`; sft weights identical to the "
                   f"uninterrupted run: **{k['sft_weights_identical']}**; every evaluation's metrics identical: "
-                  f"**{k['all_eval_metrics_identical']}**; same stage keys: {k['same_keys']}."]
-    write("recipe_demo", res, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+                  f"**{k['all_eval_metrics_identical']}**; same stage keys: {k['same_keys']}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--no-data", action="store_true", help="without the shared data (bundled sets only)")
+    ap.add_argument("--cpu-capability", choices=["avx2", "avx512", "default"], default=None)
+    ap.add_argument("--kill", action="store_true", help="only the kill -9 + resume check")
+    ap.add_argument("--keep", type=Path, help="copy the last run's folder here (no weights)")
+    args = ap.parse_args()
+    previous = json.loads((RESULTS / "recipe_demo.json").read_text()) if (RESULTS / "recipe_demo.json").is_file() else {}
+    res = {"configs": previous.get("configs", {}), "kill9": previous.get("kill9")}
+    if args.kill:
+        res["kill9"] = {"git": git_sha(), **kill_check()}
+    else:
+        cap = None if args.cpu_capability in (None, "default") else args.cpu_capability
+        runs = []
+        for i in range(args.runs):
+            r = run_once(None if args.no_data else str(data_dir()), cap, args.keep)
+            print(f"run {i + 1}: exit {r['returncode']}, {r['wall_s']:.0f} s, gates "
+                  f"{[g['decision'] for g in r['gates']]}", flush=True)
+            runs.append(r)
+        res["configs"][config_name(args.no_data, cap)] = {"git": git_sha(), "date": machine()["date"], "runs": runs}
+    write("recipe_demo", res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def test_loaders_counts_and_splits_without_data_dir():
     assert len({r.id for r in every}) == 64
 
     safe = load_xstest(None, source="demo_safe")
-    assert len(safe) == 40 and len({r.id for r in safe}) == 40 and all(r.source == "demo_safe" for r in safe)
+    assert len(safe) == 120 and len({r.id for r in safe}) == 120 and all(r.source == "demo_safe" for r in safe)
     assert Counter(r.category for r in safe)["medication_safety"] >= 8 and len({r.category for r in safe}) >= 6
 
 

@@ -80,6 +80,9 @@ class EvaluationSpec(StrictModel):
 
 
 class Gate(StrictModel):
+    """One rule on one metric, decided on a confidence interval (see recipe/gates.py): pass, fail or
+    inconclusive."""
+
     after: str = Field(description="the stage whose model must pass before the run goes on")
     metric: str = Field(description="an evaluation metric, e.g. aloekit_demo.acc, multimedqa.acc, safety.asr")
     vs: str | None = Field(None, description="reference model (default: the model the stage started from)")
@@ -87,17 +90,27 @@ class Gate(StrictModel):
     max_rise: float | None = Field(None, ge=0)
     min: float | None = None
     max: float | None = None
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the two-sided interval")
+    on_inconclusive: Literal["warn", "stop"] = Field(
+        "warn", description="too few items to tell: go on (the run is then not releasable) or stop")
 
     @model_validator(mode="after")
     def _one_rule(self):
-        if all(v is None for v in (self.max_drop, self.max_rise, self.min, self.max)):
+        given = [v for v in (self.max_drop, self.max_rise, self.min, self.max) if v is not None]
+        if not given:
             raise ValueError("give a rule: max_drop, max_rise, min or max")
+        if len(given) > 1:
+            raise ValueError("give one rule per gate (max_drop, max_rise, min or max); add a gate for each")
         return self
 
     def rule(self) -> str:
         parts = [f"{k} {v:g}" for k, v in (("max_drop", self.max_drop), ("max_rise", self.max_rise),
                                            ("min", self.min), ("max", self.max)) if v is not None]
         return ", ".join(parts)
+
+    @property
+    def relative(self) -> bool:
+        return self.max_drop is not None or self.max_rise is not None
 
 
 class RecipeConfig(StrictModel):

@@ -161,6 +161,11 @@ def plan_table(plan: Plan, rows: list[dict[str, Any]], chosen: list[str]) -> str
     lines += ["", f"total: ~{tot_h:.1f} GPU hours, ~{tot_d:.1f} GB disk "
                   "('?' = unknown: add estimate.train_tokens / generated_tokens to the stage)",
               f"gates: {len(plan.recipe.gates)}", f"assumptions: {ASSUMPTIONS}"]
+    from .plan import expected_items
+    by = plan.by_name()
     for i, g in enumerate(plan.recipe.gates):
-        lines.append(f"  gate {i}: after {g.after}: {g.metric} {g.rule()}" + (f" vs {g.vs}" if g.vs else ""))
+        n = expected_items(by[f"eval:{g.after}"].config, g.metric)
+        lines.append(f"  gate {i}: after {g.after}: {g.metric} {g.rule()}" + (f" vs {g.vs}" if g.vs else "")
+                     + f"; {g.confidence * 100:g}% interval on {n if n else 'all the'} items"
+                     + f"; inconclusive -> {g.on_inconclusive}")
     return "\n".join(lines)

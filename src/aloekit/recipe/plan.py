@@ -333,6 +333,7 @@ def known_metrics(plan: Plan) -> tuple[set[str], set[str]]:
 
 
 def _check_gates(plan: Plan, has_data: bool) -> None:
+    from .gates import decidable, min_items
     ev_models = set(plan.recipe.evaluation.models)
     by = plan.by_name()
     exact, prefixes = known_metrics(plan) if ev_models else (set(), set())
@@ -350,6 +351,37 @@ def _check_gates(plan: Plan, has_data: bool) -> None:
         if needs_ref and (ref is None or ref not in ev_models):
             raise UserError(f"{where}: max_drop/max_rise compare with '{ref}', which is not evaluated; add it to "
                             "evaluation.models or set vs: to an evaluated model")
+        n = expected_items(by[f"eval:{g.after}"].config, g.metric)
+        why = decidable(g, n) if n else None
+        if why:
+            need = min_items(g)
+            raise UserError(f"{where}: {g.metric} on {g.after} can never be decided: {why}; it needs at least "
+                            f"{need} items (raise the evaluation's limit or budget, or loosen the rule)")
+
+
+def expected_items(eval_config: dict, metric: str) -> int | None:
+    """How many items an evaluation will score for `metric`, where the config tells (a limit, a budget);
+    None when only the data can tell."""
+    from ..eval.tasks import expand
+    task = metric.split(".")[0]
+    if task == "safety":
+        s = eval_config.get("safety")
+        if s is None:
+            return None
+        from ..redteam.config import RedteamConfig
+        cfg = RedteamConfig.model_validate({**s, "output": "<stage dir>"})
+        if metric in ("safety.asr", "safety.refusal_rate"):
+            return cfg.budget
+        if metric == "safety.over_refusal":
+            return cfg.xstest.limit
+        if metric == "safety.medsafety_refusal":
+            return cfg.medsafety_refusal.limit
+        return None
+    b = eval_config.get("benchmarks")
+    if not b or not b.get("limit"):
+        return None
+    names, groups = expand([task])
+    return b["limit"] * len(groups.get(task, [task]))
 
 
 def _key(plan: Plan) -> None:

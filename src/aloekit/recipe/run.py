@@ -24,6 +24,8 @@ from ..config import dump_config
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text
 from .config import MODEL_KINDS, RecipeConfig
+from .gates import check as check_gate
+from .gates import load_items
 from .plan import Plan, Stage, build_plan, output_of, resolved_config
 from .stages import build_config, run_stage, validate_static
 
@@ -127,41 +129,28 @@ class Runner:
             ref = g.vs or by[g.after].starts_from
             value = self.metrics.get(g.after, {}).get(g.metric)
             reference = self.metrics.get(ref, {}).get(g.metric) if ref else None
+            items = lambda m: load_items(by[f"eval:{m}"].dir).get(g.metric) if f"eval:{m}" in by else None  # noqa: E731
             entry = {"index": i, "stage": g.after, "metric": g.metric, "rule": g.rule(), "value": value,
-                     "reference": reference, "reference_stage": ref, "passed": True, "message": ""}
-            problems = []
-            if value is None:
-                problems.append(f"{g.metric} was not measured for {g.after}")
-            else:
-                if g.min is not None and value < g.min:
-                    problems.append(f"{g.metric} = {value:.4f} is below the minimum {g.min:g}")
-                if g.max is not None and value > g.max:
-                    problems.append(f"{g.metric} = {value:.4f} is above the maximum {g.max:g}")
-                if g.max_drop is not None or g.max_rise is not None:
-                    if reference is None:
-                        problems.append(f"{g.metric} was not measured for the reference {ref}")
-                    elif g.max_drop is not None and reference - value > g.max_drop + 1e-12:
-                        problems.append(f"{g.metric} fell {reference:.4f} -> {value:.4f} "
-                                        f"({value - reference:+.4f}) vs {ref}; allowed drop {g.max_drop:g}")
-                    elif g.max_rise is not None and value - reference > g.max_rise + 1e-12:
-                        problems.append(f"{g.metric} rose {reference:.4f} -> {value:.4f} "
-                                        f"({value - reference:+.4f}) vs {ref}; allowed rise {g.max_rise:g}")
-            if problems:
-                entry.update(passed=False, message="; ".join(problems))
-            else:
-                shown = f"{value:.4f}" + (f" (vs {ref}: {reference:.4f})" if reference is not None else "")
-                entry["message"] = f"{g.metric} = {shown} holds {g.rule()}"
+                     "reference": reference, "reference_stage": ref,
+                     **check_gate(g, value, reference, items(g.after), items(ref) if ref and g.relative else None)}
+            entry["passed"] = entry["decision"] == "pass"
             self.manifest["gates"] = [x for x in self.manifest["gates"] if x["index"] != i] + [entry]
             self.save()
-            if not entry["passed"]:
-                msg = f"gate {i} on {g.after} failed: {entry['message']}; {g.after} is not promoted"
+            stops = entry["decision"] == "fail" or (entry["decision"] == "inconclusive" and g.on_inconclusive == "stop")
+            if stops:
+                msg = f"gate {i} on {g.after} {'failed' if entry['decision'] == 'fail' else 'was inconclusive'}: " \
+                      f"{entry['message']}; {g.after} is not promoted"
                 self.manifest["stopped_by"] = {"gate": i, "stage": g.after, "message": msg}
                 self.rows[g.after]["promoted"] = False
                 # the release candidate stays the model this stage started from
                 start = by[g.after].starts_from
                 self.manifest["final_model"] = self.rows[start]["model_dir"] if start in self.rows else None
                 raise GateFailed(msg)
-            con.note(f"[green]gate {i} on {g.after}: {entry['message']}[/green]")
+            if entry["decision"] == "pass":
+                con.note(f"[green]gate {i} on {g.after}: {entry['message']}[/green]")
+            else:
+                con.note(f"[yellow]gate {i} on {g.after} inconclusive (on_inconclusive: warn, the run goes on and "
+                         f"is not releasable): {entry['message']}[/yellow]")
 
     def load_finished_metrics(self) -> None:
         """Metrics of evaluations finished in earlier runs (a rerun with --from/--only still checks gates)."""

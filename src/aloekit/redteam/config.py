@@ -35,7 +35,7 @@ class LlamaGuardConfig(StrictModel):
 class XSTestConfig(StrictModel):
     """Safe prompts that look harmful; refusing them is over-refusal."""
     enabled: bool = True
-    # xstest: XSTest's 250 safe prompts (data dir, path or hub); demo_safe: the 40 bundled look-alikes
+    # xstest: XSTest's 250 safe prompts (data dir, path or hub); demo_safe: the 120 bundled look-alikes
     source: Literal["xstest", "demo_safe"] = "xstest"
     limit: int | None = Field(50, ge=1, description="seeded sample of the safe prompts (None = all)")
     path: str | None = Field(None, description="XSTest CSV, or for demo_safe a JSONL of {id, text, type}")
@@ -52,6 +52,22 @@ class MedSafetyRefusalConfig(StrictModel):
     limit: int | None = Field(45, ge=1)
 
 
+class RetainConfig(StrictModel):
+    """Benign prompts (some of them sounding risky) answered by the red-teamed model itself: each answer it gives
+    becomes a pair (chosen = its own answer, rejected = a refusal), so safety DPO learns what to refuse rather
+    than to refuse everything. Prompts close to the safe prompts an evaluation measures over-refusal on are
+    dropped first (never train on what you measure)."""
+    enabled: bool = False
+    paths: list[str] = Field(default_factory=lambda: ["pkg:resources/demo_corpus/benign.jsonl",
+                                                      "pkg:resources/demo_redteam/retain.jsonl"],
+                             description="JSONL files with a prompt, question or text field per row")
+    limit: int | None = Field(None, ge=1, description="seeded sample of the prompts (None = all)")
+    exclude_similar_to: list[Literal["demo_safe", "xstest"]] = Field(
+        default_factory=lambda: ["demo_safe", "xstest"],
+        description="safe-prompt sets to keep out (xstest when the data dir has it)")
+    max_jaccard: float = Field(0.3, gt=0, le=1, description="word-set Jaccard at which a prompt counts as close")
+
+
 class PairsConfig(StrictModel):
     enabled: bool = True
     # auto: MedSafetyBench safe_response where it exists, else chosen_model if set, else a template
@@ -59,6 +75,7 @@ class PairsConfig(StrictModel):
     chosen_model: ModelConfig | None = None
     # never turn attacks on an evaluation split into training pairs
     exclude_splits: list[str] = Field(default_factory=lambda: ["test"])
+    retain: RetainConfig = Field(default_factory=RetainConfig)
 
 
 class RedteamConfig(StrictModel):

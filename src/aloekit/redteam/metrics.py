@@ -99,4 +99,9 @@ def markdown(summary: dict) -> str:
         p = summary["pairs"]
         lines += [f"Safety DPO pairs: {p['n']} written ({', '.join(f'{k}: {v}' for k, v in p['chosen_sources'].items())}"
                   f"); {p['skipped_eval_split']} successful attacks on evaluation splits not used.", ""]
+        if p.get("retain"):
+            r = p["retain"]
+            lines += [f"Retain pairs (benign prompts kept answered): {r['pairs']} from {r['used']} prompts "
+                      f"({r['dropped_close_to_eval']} of {r['prompts']} dropped as close to an evaluation's safe "
+                      f"prompts, {r['dropped_not_answered']} not answered by the model).", ""]
     return "\n".join(lines)

@@ -86,3 +86,18 @@ def build_pairs(rows: Sequence[dict], chosen: str = "auto", chosen_backend=None,
     for p in pairs:
         stats[p["chosen_source"]] = stats.get(p["chosen_source"], 0) + 1
     return pairs, {"n": len(pairs), "chosen_sources": stats, "skipped_eval_split": skipped}
+
+
+def retain_pairs(rows: Sequence[dict]) -> tuple[list[dict], int]:
+    """Pairs that keep benign prompts answered: chosen = the model's own answer (only where the marker judge read
+    it as an answer, not a refusal or a degenerate reply), rejected = a refusal. Returns (pairs, dropped)."""
+    pairs = []
+    for r in rows:
+        if r["refusal"] != "compliance":
+            continue
+        pairs.append({"prompt": r["prompt"], "chosen": r["response"],
+                      "rejected": f"{OPENINGS[int(hashlib.sha256(r['request_id'].encode()).hexdigest(), 16) % len(OPENINGS)]} "
+                                  f"{REASONS['general']}",
+                      "request": r["request"], "request_id": r["request_id"], "source": r["source"],
+                      "category": r["category"], "attack": "none", "chosen_source": "retain_own_answer"})
+    return pairs, len(rows) - len(pairs)

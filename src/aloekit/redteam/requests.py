@@ -28,7 +28,7 @@ SOURCES = ("advbench", "harmbench", "simplesafetytests", "medsafetybench", "json
 # "pkg:" paths are resolved inside the installed package, as in the data stage's registry.
 BUNDLED = {
     "demo_harmful": "pkg:resources/demo_redteam/harmful.jsonl",  # 64 requests, half medical, train/test splits
-    "demo_safe": "pkg:resources/demo_redteam/safe.jsonl",        # 40 XSTest-style safe look-alikes
+    "demo_safe": "pkg:resources/demo_redteam/safe.jsonl",        # 120 XSTest-style safe look-alikes
 }
 
 # Sources with splits: the accepted values, the first one being the default. demo_harmful defaults to test,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,11 +28,39 @@ from .attacks import Attack, load_templates, select_attacks
 from .config import RedteamConfig
 from .judges import Item, LlamaGuardJudge, LLMJudge, MarkerJudge, agreement
 from .metrics import attack_metrics, markdown, refusal_metrics
-from .pairs import build_pairs
-from .requests import LOCAL_PATHS, Request, SourceConfig, load_source, load_xstest, local_path, xstest_path
+from .pairs import build_pairs, retain_pairs
+from .requests import (LOCAL_PATHS, Request, SourceConfig, _jsonl_rows, load_source, load_xstest, local_path,
+                       resolve, xstest_path)
 
 TEMPLATES_FILE = "harmbench_human_jailbreaks/human_jailbreak_templates.jsonl"
 HARMBENCH_NO_PLACEHOLDER = [78]  # the one template in HarmBench's list that has no slot for the request
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def load_retain(cfg: RedteamConfig, root: Path | None) -> tuple[list[Request], dict]:
+    """Retain prompts (pairs.retain), minus those close to a safe-prompt set an evaluation measures."""
+    rc = cfg.pairs.retain
+    prompts: list[Request] = []
+    for path in rc.paths:
+        p = resolve(path)
+        for n, row in _jsonl_rows(p):
+            text = next((str(row[k]).strip() for k in ("prompt", "question", "text") if row.get(k)), "")
+            if not text:
+                raise UserError(f"{p}:{n}: no prompt, question or text field; pairs.retain.paths takes JSONL with "
+                                "one of them")
+            prompts.append(Request(f"{p.stem}/{row.get('id', n)}", "retain", text, p.stem))
+    guard: list[set[str]] = []
+    for name in rc.exclude_similar_to:
+        if name == "xstest" and (root is None or not xstest_path(root).is_file()):
+            continue
+        guard += [_words(r.text) for r in load_xstest(root, None, None, source=name)]
+    keep = [r for r in prompts
+            if not any(len(w & g) / max(1, len(w | g)) >= rc.max_jaccard for w in [_words(r.text)] for g in guard)]
+    stats = {"prompts": len(prompts), "dropped_close_to_eval": len(prompts) - len(keep)}
+    return _seeded_subset(keep, rc.limit, random.Random(f"{cfg.seed}/retain")), stats
 
 
 def _seeded_subset(items: list, k: int | None, rng: random.Random) -> list:
@@ -222,9 +251,13 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
         med = _seeded_subset(load_source(mcfg, root), cfg.medsafety_refusal.limit,
                              random.Random(f"{cfg.seed}/medsafety"))
 
+    retain, retain_stats = ([], {})
+    if cfg.pairs.enabled and cfg.pairs.retain.enabled:
+        retain, retain_stats = load_retain(cfg, root)
+
     con.note(f"redteam: {len(plan)} attempts ({len(attacks)} attacks x {sum(map(len, requests.values()))} "
              f"requests from {', '.join(requests)}), {len(xs)} {cfg.xstest.source} safe prompts, {len(med)} plain "
-             f"{cfg.medsafety_refusal.source} requests")
+             f"{cfg.medsafety_refusal.source} requests" + (f", {len(retain)} retain prompts" if retain else ""))
     t_load = time.perf_counter()
     loaded = {"backend": backend}
 
@@ -247,6 +280,9 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
     rows += [{"kind": "medsafety_direct", "request_id": r.id, "source": r.source, "category": r.category,
               "split": r.split, "attack": "direct", "family": "none", "request": r.text, "prompt": r.text,
               "safe_response": r.safe_response} for r in med]
+    rows += [{"kind": "retain", "request_id": r.id, "source": r.source, "category": r.category, "split": None,
+              "attack": "none", "family": "none", "request": r.text, "prompt": r.text, "safe_response": None}
+             for r in retain]
 
     store = _Generations(out, cfg)
     n_resumed = sum(store.key(r["prompt"]) in store.done for r in rows)
@@ -321,6 +357,12 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
                 chosen_backend = backend if mc == cfg.model else load_backend(mc)
             pairs, pstats = build_pairs(attack_rows, cfg.pairs.chosen, chosen_backend, cfg.pairs.exclude_splits,
                                         judge=marker)
+            if retain:
+                kept, dropped = retain_pairs([r for r in rows if r["kind"] == "retain"])
+                pairs += kept
+                pstats["retain"] = {**retain_stats, "used": len(retain), "pairs": len(kept),
+                                    "dropped_not_answered": dropped}
+                pstats["n"] = len(pairs)
             for p in pairs:
                 p["system"] = cfg.system
             atomic_write_jsonl(run_dir.output("pairs", "pairs.jsonl"), pairs)

@@ -248,8 +248,11 @@ def render(run: Run, license: str | None = None, language: list[str] | None = No
              f"# {run.name}", "", DISCLAIMER, ""]
     if not run.releasable():
         stop = run.stopped_by or {}
+        undecided = [g for g in run.failed_gates() if g.get("decision") == "inconclusive"] if not stop else []
         lines += [f"> **Not releasable:** the recipe run ended with status `{run.status}`"
                   + (f", stopped by a gate on stage `{stop.get('stage')}`: {stop.get('message')}" if stop else "")
+                  + "".join(f"; gate {g.get('index')} on `{g.get('stage')}` was inconclusive: {g.get('message')}"
+                            for g in undecided)
                   + ". The numbers below describe the last model that was evaluated.", ""]
     lines += ["A medical assistant built with aloekit following the Aloe recipe, from "
               + ", ".join(f"{k} model `{v}`" for k, v in models.items()) + f"; seed {run.manifest.get('seed')}.",

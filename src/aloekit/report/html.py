@@ -176,20 +176,38 @@ def stop_banner(run: Run) -> str:
     return '<div class="banner" id="stopped">' + "\n".join(parts) + "</div>"
 
 
+def _interval(g: dict) -> str:
+    iv = g.get("interval")
+    if not iv:
+        return "-"
+    conf = g.get("confidence")
+    return f"[{iv[0]:+.3f}, {iv[1]:+.3f}]" + (f" ({conf * 100:g}%)" if conf else "")
+
+
 def gates(run: Run) -> str:
     if not run.gates:
         return section("gates", "Gates", '<p class="absent">No gates configured in this recipe.</p>')
     rows, classes = [], []
     for i, g in enumerate(run.gates):
         stopped = run.stopped_by and run.stopped_by.get("gate") == run.gate_index(i)
-        ok = bool(g.get("passed"))
-        verdict = badge("passed", "ok") if ok else badge("FAILED: stopped the run" if stopped else "FAILED", "bad")
+        decision = g.get("decision") or ("pass" if g.get("passed") else "fail")
+        if decision == "pass":
+            verdict = badge("passed", "ok")
+        elif decision == "inconclusive":
+            verdict = badge("INCONCLUSIVE: stopped the run" if stopped else "inconclusive (warn)", "warn")
+        else:
+            verdict = badge("FAILED: stopped the run" if stopped else "FAILED", "bad")
         ref = num(g.get("reference")) + (f" ({g['reference_stage']})" if g.get("reference_stage") else "")
+        n = g.get("n")
         rows.append([run.gate_index(i), g.get("stage", ""), g.get("metric", ""), g.get("rule", ""), num(g.get("value")), ref,
-                     verdict, g.get("message", "")])
-        classes.append("" if ok else "fail")
-    return section("gates", "Gates", table(["#", "stage", "metric", "rule", "value", "reference", "result",
-                                            "reason"], rows, classes, numeric={4}))
+                     "-" if n is None else n, _interval(g), verdict, g.get("message", "")])
+        classes.append("" if decision == "pass" else "fail")
+    note = ("<p>Each gate is decided on a confidence interval: of the metric for <code>min</code>/<code>max</code>, "
+            "of the change vs the reference for <code>max_drop</code>/<code>max_rise</code> (paired when both models "
+            "saw the same items). Pass: the whole interval is inside the rule; fail: the whole interval is beyond it; "
+            "inconclusive: too few items to tell.</p>")
+    return section("gates", "Gates", note + table(["#", "stage", "metric", "rule", "value", "reference", "n",
+                                                   "interval", "result", "reason"], rows, classes, numeric={4}))
 
 
 def benchmarks(run: Run) -> str:

@@ -63,7 +63,10 @@ class DPOStage(StrictModel):
     eval_dataset: str | None = None
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     beta: float = Field(0.1, gt=0)
-    loss_type: str = "sigmoid"
+    # TRL's loss names; a list is combined with loss_weights, e.g. [sigmoid, sft] = DPO + NLL on the chosen
+    # answers (RPO), which teaches the safe answers themselves, not only the preference
+    loss_type: str | list[str] = "sigmoid"
+    loss_weights: list[float] | None = None
     optim: OptimSettings = Field(default_factory=lambda: OptimSettings(lr=5e-7, batch_size=4))
     max_pairs: int | None = None
 

@@ -37,7 +37,12 @@ from .data import train_eval
 
 def trl_args(cfg: DPOConfig, stage: DPOStage, ckpt_dir: Path, has_eval: bool):
     from trl import DPOConfig as TrlDPOConfig
-    return TrlDPOConfig(beta=stage.beta, loss_type=[stage.loss_type], max_length=cfg.max_length,
+    losses = [stage.loss_type] if isinstance(stage.loss_type, str) else list(stage.loss_type)
+    if stage.loss_weights is not None and len(stage.loss_weights) != len(losses):
+        from ..errors import UserError
+        raise UserError(f"stages.{stage.name}.loss_weights: {len(stage.loss_weights)} weights for {len(losses)} "
+                        "loss types; give one weight per loss_type")
+    return TrlDPOConfig(beta=stage.beta, loss_type=losses, loss_weights=stage.loss_weights, max_length=cfg.max_length,
                         precompute_ref_log_probs=cfg.precompute_ref_log_probs,
                         **trainer_kwargs(cfg, stage.optim, ckpt_dir, has_eval))
 
