@@ -3,10 +3,11 @@ template the answers were generated in, with the run's system prompt) and are fo
 
 import json
 
+from conftest import REPO
+
 from aloekit.backends import Completion
 from aloekit.redteam import RedteamConfig, run
 from aloekit.train.data import train_eval
-from conftest import REPO
 
 
 class _Complies:

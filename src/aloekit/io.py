@@ -1,4 +1,5 @@
-"""Atomic file and folder writes: a crash never leaves a half-written artifact behind."""
+"""Atomic file and folder writes (a crash never leaves a half-written artifact behind), and reading user files
+as UTF-8 text with a one-line error when they are not."""
 
 from __future__ import annotations
 
@@ -82,3 +83,29 @@ def hash_path(path: str | os.PathLike) -> str:
         h.update(str(p.relative_to(path)).encode())
         h.update(sha256_file(p).encode())
     return h.hexdigest()
+
+
+def decode_utf8(raw: bytes, path: str | os.PathLike, encoding: str = "utf-8", what: str = "") -> str:
+    """`raw.decode(encoding)`; bytes that are not UTF-8 raise a UserError naming the file, where, and the fix.
+    `what` (e.g. "source 'medqa'") goes before the path in the message."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        head = f"{what}: {path}" if what else str(path)
+        byte = f"byte {e.start}: 0x{raw[e.start]:02x}"
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            msg = "UTF-16 text, not UTF-8; convert it to UTF-8 (e.g. iconv -f utf-16 -t utf-8)"
+        elif b"\0" in raw[:8192]:  # NUL bytes: a binary file (archive, model, wrong download), not text
+            msg = f"binary data, not UTF-8 text ({byte}); give the text file itself, not a compressed or other file"
+        else:
+            line = raw.count(b"\n", 0, e.start) + 1
+            msg = f"not UTF-8 text ({byte}, line {line}); convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        raise UserError(f"{head}: {msg}") from None
+
+
+def read_text_utf8(path: str | os.PathLike, encoding: str = "utf-8", newline: str | None = None,
+                   what: str = "") -> str:
+    """A user or benchmark file as text, like `open(path, encoding=encoding, newline=newline).read()` (newline=None
+    turns \\r\\n and \\r into \\n; "" keeps them, as the csv module wants), but not UTF-8 is a UserError."""
+    text = decode_utf8(Path(path).read_bytes(), path, encoding, what)
+    return text if newline == "" else text.replace("\r\n", "\n").replace("\r", "\n")

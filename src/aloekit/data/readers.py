@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import UserError
+from ..io import decode_utf8
 from .records import LETTERS, Record, stable_id
 
 
@@ -41,12 +42,9 @@ def _open_text(path: Path, source: str):
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"source '{source}': {path}: not UTF-8 text (byte {e.start}); re-encode it as UTF-8") \
-            from None
     except (OSError, EOFError) as e:
         raise UserError(f"source '{source}': cannot read {path}: {e}") from None
+    return decode_utf8(raw, path, "utf-8-sig", what=f"source '{source}'")
 
 
 def _load_json(path: Path, source: str) -> Any:

@@ -7,6 +7,7 @@ skipped instead and counted in `Rows.skipped`, so a results file always says how
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import UserError
+from ..io import read_text_utf8
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -67,18 +69,17 @@ def _need_file(path: Path, hint: str) -> Path:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield n, BadRow(f"invalid JSON ({e.msg} at column {e.colno})")
+    for n, line in enumerate(io.StringIO(read_text_utf8(path)), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            yield n, BadRow(f"invalid JSON ({e.msg} at column {e.colno})")
 
 
 def _json(path: Path) -> tuple[Any, str]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text_utf8(path)
     try:
         return json.loads(text), text
     except json.JSONDecodeError as e:
@@ -278,19 +279,18 @@ def mmlu_loader(subject: str):
                           "get the hendrycks MMLU test CSVs, or pass --hub to load cais/mmlu")
 
         def rows():
-            with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.reader(f)
-                while True:
-                    start = reader.line_num + 1
-                    try:
-                        row = next(reader)
-                    except StopIteration:
-                        return
-                    except csv.Error as e:
-                        yield f"{path}:{start}", BadRow(f"unreadable CSV ({e})")
-                        return
-                    if row:
-                        yield f"{path}:{start}", row
+            reader = csv.reader(io.StringIO(read_text_utf8(path, newline=""), newline=""))
+            while True:
+                start = reader.line_num + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:
+                    yield f"{path}:{start}", BadRow(f"unreadable CSV ({e})")
+                    return
+                if row:
+                    yield f"{path}:{start}", row
         return _collect(str(path), rows(), lambda r: _mmlu_row(r, subject), skip_bad, limit)
     return load
 
@@ -509,21 +509,20 @@ def load_crows(root: Path | None, skip_bad: bool, limit: int | None) -> Rows:
                       "get crows_pairs_anonymized.csv from nyu-mll/crows-pairs, or pass --hub")
 
     def rows():
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"sent_more", "sent_less"} - set(reader.fieldnames or [])
-            if missing:
-                raise UserError(f"{path}:1: header lacks column(s) {', '.join(sorted(missing))}")
-            while True:
-                start = reader.line_num + 1
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as e:
-                    yield f"{path}:{start}", BadRow(f"unreadable CSV ({e})")
-                    return
-                yield f"{path}:{start}", row
+        reader = csv.DictReader(io.StringIO(read_text_utf8(path, newline=""), newline=""))
+        missing = {"sent_more", "sent_less"} - set(reader.fieldnames or [])
+        if missing:
+            raise UserError(f"{path}:1: header lacks column(s) {', '.join(sorted(missing))}")
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield f"{path}:{start}", BadRow(f"unreadable CSV ({e})")
+                return
+            yield f"{path}:{start}", row
     return _collect(str(path), rows(), _crows_doc, skip_bad, limit)
 
 

@@ -111,6 +111,7 @@ def register(app: typer.Typer) -> None:
         """Answer questions with a strategy: answer, vote distribution and chains of thought, as JSON."""
         from ..config import ModelConfig, load_config
         from ..errors import UserError
+        from ..io import read_text_utf8
         from .config import StrategyConfig
         from .engine import evaluate
         from .pools import read_questions
@@ -119,7 +120,7 @@ def register(app: typer.Typer) -> None:
         if question_file is not None:
             if not question_file.is_file():
                 raise UserError(f"--question-file {question_file}: file not found")
-            text, source = question_file.read_text(encoding="utf-8"), str(question_file)
+            text, source = read_text_utf8(question_file), str(question_file)
         else:
             if sys.stdin.isatty():
                 raise UserError("give --question-file q.json or pipe a JSON question on stdin")

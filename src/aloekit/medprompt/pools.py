@@ -4,11 +4,14 @@ MedMCQA's the hub train split. A JSON Lines file {question, options, answer} is 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
 from ..errors import UserError
 from ..eval import data as D
+from ..io import read_text_utf8
 
 POOLS = ("pubmedqa", "headqa", "mmlu", "medmcqa")
 
@@ -35,7 +38,6 @@ def _headqa(root: Path, skip_bad: bool, limit: int | None) -> D.Rows:
 
 
 def _mmlu_dev(root: Path, skip_bad: bool, limit: int | None) -> D.Rows:
-    import csv
     files = [root / "mmlu_medical" / "dev" / f"{s}_dev.csv" for s in D.MMLU_MEDICAL]
     for f in files:
         D._need_file(f, "get the hendrycks MMLU dev CSVs")
@@ -43,9 +45,9 @@ def _mmlu_dev(root: Path, skip_bad: bool, limit: int | None) -> D.Rows:
     def rows():
         for f in files:
             subject = f.name[:-len("_dev.csv")]
-            with open(f, encoding="utf-8", newline="") as fh:
-                for n, row in enumerate(csv.reader(fh), 1):
-                    yield f"{f}:{n}", (row, subject)
+            text = read_text_utf8(f, newline="")
+            for n, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+                yield f"{f}:{n}", (row, subject)
     return D._collect(str(files[0].parent), rows(), lambda r: D._mmlu_row(*r), skip_bad, limit)
 
 
@@ -71,7 +73,7 @@ def _jsonl_doc(row) -> D.Doc:
 
 def _jsonl(path: Path, skip_bad: bool, limit: int | None) -> D.Rows:
     D._need_file(path, "give a JSON Lines file with question, options, answer per line")
-    if path.stat().st_size == 0 or not path.read_text(encoding="utf-8").strip():
+    if path.stat().st_size == 0 or not read_text_utf8(path).strip():
         raise UserError(f"{path}: the pool is empty; give a pool with questions and gold answers")
     return D._collect(str(path), ((f"{path}:{n}", r) for n, r in D._jsonl(path)), _jsonl_doc, skip_bad, limit)
 

@@ -8,11 +8,13 @@ accuracy moves the way the real benchmarks do, only on far fewer items.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import read_text_utf8
 from ..paths import data_dir as find_data_dir
 from .config import DevSet, MergeConfig
 
@@ -21,8 +23,8 @@ Item = tuple[str, list[str], int]  # context, continuations, index of the right 
 
 def _pubmedqa(root: Path) -> list[Item]:
     folder = root / "pubmedqa_pqal"
-    data = json.loads((folder / "ori_pqal.json").read_text())
-    test = set(json.loads((folder / "test_ground_truth.json").read_text()))
+    data = json.loads(read_text_utf8(folder / "ori_pqal.json"))
+    test = set(json.loads(read_text_utf8(folder / "test_ground_truth.json")))
     items = []
     for pmid in sorted(k for k in data if k not in test):
         r = data[pmid]
@@ -35,17 +37,16 @@ def _mmlu(root: Path) -> list[Item]:
     items = []
     for f in sorted((root / "mmlu_medical" / "dev").glob("*_dev.csv")):
         subject = f.name[: -len("_dev.csv")].replace("_", " ")
-        with f.open(newline="", encoding="utf-8") as fh:
-            for row in csv.reader(fh):
-                q, opts, ans = row[0], row[1:5], row[5].strip()
-                ctx = (f"The following are multiple choice questions (with answers) about {subject}.\n\n{q.strip()}\n"
-                       + "".join(f"{L}. {o.strip()}\n" for L, o in zip("ABCD", opts)) + "Answer:")
-                items.append((ctx, [" A", " B", " C", " D"], "ABCD".index(ans)))
+        for row in csv.reader(io.StringIO(read_text_utf8(f, newline=""), newline="")):
+            q, opts, ans = row[0], row[1:5], row[5].strip()
+            ctx = (f"The following are multiple choice questions (with answers) about {subject}.\n\n{q.strip()}\n"
+                   + "".join(f"{L}. {o.strip()}\n" for L, o in zip("ABCD", opts)) + "Answer:")
+            items.append((ctx, [" A", " B", " C", " D"], "ABCD".index(ans)))
     return items
 
 
 def _headqa(root: Path) -> list[Item]:
-    exams = json.loads((root / "headqa_en" / "dev_HEAD_EN.json").read_text())["exams"]
+    exams = json.loads(read_text_utf8(root / "headqa_en" / "dev_HEAD_EN.json"))["exams"]
     items = []
     for name in sorted(exams):
         for q in exams[name]["data"]:

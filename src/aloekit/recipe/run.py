@@ -121,6 +121,11 @@ class Runner:
         self.save()
 
     # -- gates --
+    def items_of(self, model: str, metric: str) -> dict[str, float] | None:
+        """Per-item values of `metric` from the evaluation of `model` (for the gate's interval)."""
+        st = self.plan.by_name().get(f"eval:{model}")
+        return load_items(st.dir).get(metric) if st else None
+
     def check_gates(self, evaluated: str) -> None:
         by = self.plan.by_name()
         for i, g in enumerate(self.plan.recipe.gates):
@@ -129,10 +134,11 @@ class Runner:
             ref = g.vs or by[g.after].starts_from
             value = self.metrics.get(g.after, {}).get(g.metric)
             reference = self.metrics.get(ref, {}).get(g.metric) if ref else None
-            items = lambda m: load_items(by[f"eval:{m}"].dir).get(g.metric) if f"eval:{m}" in by else None  # noqa: E731
+            new_items = self.items_of(g.after, g.metric)
+            ref_items = self.items_of(ref, g.metric) if ref and g.relative else None
             entry = {"index": i, "stage": g.after, "metric": g.metric, "rule": g.rule(), "value": value,
                      "reference": reference, "reference_stage": ref,
-                     **check_gate(g, value, reference, items(g.after), items(ref) if ref and g.relative else None)}
+                     **check_gate(g, value, reference, new_items, ref_items)}
             entry["passed"] = entry["decision"] == "pass"
             self.manifest["gates"] = [x for x in self.manifest["gates"] if x["index"] != i] + [entry]
             self.save()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
+from ..io import read_text_utf8
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def load_templates(path: str | Path, exclude: list[int | str] | None = None,
         raise UserError(f"{path}: jailbreak template file not found; set templates.path or --data-dir")
     skip = {str(x) for x in exclude or []}
     out: dict[str, Attack] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text_utf8(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -10,6 +10,7 @@ safe response (MedSafetyBench, demo_harmful), which becomes the chosen side of a
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ from pydantic import Field
 
 from ..config import StrictModel
 from ..errors import UserError
+from ..io import read_text_utf8
 
 SOURCES = ("advbench", "harmbench", "simplesafetytests", "medsafetybench", "jsonl", "demo_harmful")
 
@@ -139,8 +141,7 @@ def local_path(src: SourceConfig, root: Path | None) -> Path:
 def _read_csv(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path}: file not found; check the source's path or --data-dir")
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    return list(csv.DictReader(io.StringIO(read_text_utf8(path, newline=""), newline="")))
 
 
 def _need(row: dict, field: str, path: Path) -> str:
@@ -197,7 +198,7 @@ def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text_utf8(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

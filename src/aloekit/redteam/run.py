@@ -29,8 +29,17 @@ from .config import RedteamConfig
 from .judges import Item, LlamaGuardJudge, LLMJudge, MarkerJudge, agreement
 from .metrics import attack_metrics, markdown, refusal_metrics
 from .pairs import build_pairs, retain_pairs
-from .requests import (LOCAL_PATHS, Request, SourceConfig, _jsonl_rows, load_source, load_xstest, local_path,
-                       resolve, xstest_path)
+from .requests import (
+    LOCAL_PATHS,
+    Request,
+    SourceConfig,
+    _jsonl_rows,
+    load_source,
+    load_xstest,
+    local_path,
+    resolve,
+    xstest_path,
+)
 
 TEMPLATES_FILE = "harmbench_human_jailbreaks/human_jailbreak_templates.jsonl"
 HARMBENCH_NO_PLACEHOLDER = [78]  # the one template in HarmBench's list that has no slot for the request
