@@ -34,6 +34,8 @@ CANDIDATES = {
                                   "stage": {"loss_type": ["sigmoid", "sft"]}},
     "full_rpo_lr2e-5_12_len256": {"method": "full", "max_length": 256, "optim": {"lr": 2e-5, "max_steps": 12},
                                   "stage": {"loss_type": ["sigmoid", "sft"]}},
+    "full_rpo_lr1e-5_16_len256": {"method": "full", "max_length": 256, "optim": {"lr": 1e-5, "max_steps": 16},
+                                  "stage": {"loss_type": ["sigmoid", "sft"]}},
 }
 
 
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--only", action="append")
     ap.add_argument("--work", type=Path, default=Path("/tmp/demo_safety_dev"))
     ap.add_argument("--budget", type=int, default=128)
+    ap.add_argument("--pairs", type=Path, help="a red-team run directory to train on instead of the run's own")
     args = ap.parse_args()
     from aloekit.redteam.config import RedteamConfig
     from aloekit.redteam.run import run as redteam
@@ -73,7 +76,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     dev = dev_requests(args.run, data, args.work / "dev_requests.jsonl")
     dpo1 = next(stage_dir(args.run, "dpo1").glob("stage*-*/model"))
-    pairs = stage_dir(args.run, "redteam")
+    pairs = args.pairs or stage_dir(args.run, "redteam")
 
     def measure(model: Path, name: str) -> dict:
         cfg = RedteamConfig.model_validate({
