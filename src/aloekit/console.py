@@ -24,6 +24,11 @@ def note(msg: str) -> None:
         err.print(msg, highlight=False)
 
 
+def warn(msg: str) -> None:
+    """A warning the user must see even with --quiet (it changes what a result means)."""
+    err.print(f"warning: {msg}", highlight=False, markup=False)
+
+
 @contextlib.contextmanager
 def progress(description: str, total: int | None) -> Iterator:
     """A rich progress bar on stderr; `advance(n)` on the yielded object. Silent with --quiet."""

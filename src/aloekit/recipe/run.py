@@ -155,8 +155,8 @@ class Runner:
             if entry["decision"] == "pass":
                 con.note(f"[green]gate {i} on {g.after}: {entry['message']}[/green]")
             else:
-                con.note(f"[yellow]gate {i} on {g.after} inconclusive (on_inconclusive: warn, the run goes on and "
-                         f"is not releasable): {entry['message']}[/yellow]")
+                con.warn(f"gate {i} on {g.after} inconclusive (on_inconclusive: warn, the run goes on and is not "
+                         f"releasable): {entry['message']}")
 
     def load_finished_metrics(self) -> None:
         """Metrics of evaluations finished in earlier runs (a rerun with --from/--only still checks gates)."""
