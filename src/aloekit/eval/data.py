@@ -92,6 +92,21 @@ def _line_of(text: str, needle: str, start: int = 0) -> tuple[int, int]:
     return (text.count("\n", 0, i) + 1, i) if i >= 0 else (0, start)
 
 
+def _csv_rows(path: Path, reader) -> Iterator[tuple[str, Any]]:
+    """(where, row) for each non-empty CSV row; a malformed row ends the file with one BadRow."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield f"{path}:{start}", BadRow(f"unreadable CSV ({e})")
+            return
+        if row:
+            yield f"{path}:{start}", row
+
+
 def _collect(path_or_id: str, rows: Iterator[tuple[str, Any]], build: Callable[[Any], Doc], skip_bad: bool,
              limit: int | None) -> Rows:
     """Turn (where, raw) pairs into Docs; bad rows raise with their location or, with skip_bad, are counted."""
@@ -278,20 +293,8 @@ def mmlu_loader(subject: str):
         path = _need_file(root / "mmlu_medical" / "test" / f"{subject}_test.csv",
                           "get the hendrycks MMLU test CSVs, or pass --hub to load cais/mmlu")
 
-        def rows():
-            reader = csv.reader(io.StringIO(read_text_utf8(path, newline=""), newline=""))
-            while True:
-                start = reader.line_num + 1
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as e:
-                    yield f"{path}:{start}", BadRow(f"unreadable CSV ({e})")
-                    return
-                if row:
-                    yield f"{path}:{start}", row
-        return _collect(str(path), rows(), lambda r: _mmlu_row(r, subject), skip_bad, limit)
+        reader = csv.reader(io.StringIO(read_text_utf8(path, newline=""), newline=""))
+        return _collect(str(path), _csv_rows(path, reader), lambda r: _mmlu_row(r, subject), skip_bad, limit)
     return load
 
 
@@ -513,16 +516,7 @@ def load_crows(root: Path | None, skip_bad: bool, limit: int | None) -> Rows:
         missing = {"sent_more", "sent_less"} - set(reader.fieldnames or [])
         if missing:
             raise UserError(f"{path}:1: header lacks column(s) {', '.join(sorted(missing))}")
-        while True:
-            start = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                yield f"{path}:{start}", BadRow(f"unreadable CSV ({e})")
-                return
-            yield f"{path}:{start}", row
+        yield from _csv_rows(path, reader)
     return _collect(str(path), rows(), _crows_doc, skip_bad, limit)
 
 
