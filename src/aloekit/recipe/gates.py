@@ -64,14 +64,8 @@ def safety_items(rows: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def load_items(eval_dir: Path | None) -> dict[str, dict[str, float]]:
-    """An evaluation stage's items.json; for a stage finished before items.json existed, the same values from its
-    samples and red-team report (so old runs keep their gates decidable)."""
-    if eval_dir is None:
-        return {}
-    f = eval_dir / ITEMS
-    if f.is_file():
-        return json.loads(f.read_text())
+def items_from_outputs(eval_dir: Path) -> dict[str, dict[str, float]]:
+    """Every gateable metric's per-item values, from an evaluation stage's samples and red-team report."""
     items: dict[str, dict[str, float]] = {}
     res = eval_dir / "benchmarks" / "results.json"
     if res.is_file():
@@ -84,6 +78,15 @@ def load_items(eval_dir: Path | None) -> dict[str, dict[str, float]]:
     if report.is_file():
         items.update(safety_items([json.loads(x) for x in report.read_text().splitlines() if x.strip()]))
     return items
+
+
+def load_items(eval_dir: Path | None) -> dict[str, dict[str, float]]:
+    """An evaluation stage's items.json; for a stage finished before items.json existed, the same values from its
+    outputs (so old runs keep their gates decidable)."""
+    if eval_dir is None:
+        return {}
+    f = eval_dir / ITEMS
+    return json.loads(f.read_text()) if f.is_file() else items_from_outputs(eval_dir)
 
 
 # --- the decision -----------------------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ def needed_items(n: int, estimate: float, lo: float, hi: float, limit: float) ->
 def check(g: Gate, value: float | None, reference: float | None, new_items: dict[str, float] | None,
           ref_items: dict[str, float] | None) -> dict[str, Any]:
     """One gate's entry: decision, interval, n, message."""
-    relative = g.max_drop is not None or g.max_rise is not None
+    relative = g.relative
     entry: dict[str, Any] = {"confidence": g.confidence, "on_inconclusive": g.on_inconclusive, "interval": None,
                              "n": None, "needed_n": None}
     if value is None:

@@ -183,24 +183,19 @@ def _eval(obj: EvalStageConfig, out: Path) -> dict[str, float]:
     """Benchmarks and safety on one model; `items.json` keeps every item's value so gates can compute
     intervals (recipe/gates.py)."""
     from ..io import atomic_write_json
-    from .gates import ITEMS, benchmark_items, safety_items
+    from .gates import ITEMS, items_from_outputs
     metrics: dict[str, float] = {}
-    items: dict[str, dict[str, float]] = {}
     if obj.benchmarks is not None:
         from ..eval.runner import EvalConfig, run
         cfg = EvalConfig.model_validate({**obj.benchmarks, "model": obj.model.model_dump(),
                                          "output": str(out / "benchmarks")})
-        res = run(cfg)
-        metrics.update(benchmark_metrics(res))
-        items.update(benchmark_items(res))
+        metrics.update(benchmark_metrics(run(cfg)))
     if obj.safety is not None:  # loads its own backend: generation runs in the default (bf16) dtype
         from ..redteam.config import RedteamConfig
         from ..redteam.run import run as redteam
         cfg = RedteamConfig.model_validate({**obj.safety, "output": str(out / "safety")})
         metrics.update(safety_metrics(redteam(cfg, output=out / "safety")))
-        rows = [json.loads(line) for line in (out / "safety" / "report.jsonl").read_text().splitlines() if line]
-        items.update(safety_items(rows))
-    atomic_write_json(out / ITEMS, items)
+    atomic_write_json(out / ITEMS, items_from_outputs(out))
     return metrics
 
 

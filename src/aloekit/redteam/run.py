@@ -66,8 +66,10 @@ def load_retain(cfg: RedteamConfig, root: Path | None) -> tuple[list[Request], d
         if name == "xstest" and (root is None or not xstest_path(root).is_file()):
             continue
         guard += [_words(r.text) for r in load_xstest(root, None, None, source=name)]
-    keep = [r for r in prompts
-            if not any(len(w & g) / max(1, len(w | g)) >= rc.max_jaccard for w in [_words(r.text)] for g in guard)]
+    def close(text: str) -> bool:
+        w = _words(text)
+        return any(len(w & g) / max(1, len(w | g)) >= rc.max_jaccard for g in guard)
+    keep = [r for r in prompts if not close(r.text)]
     stats = {"prompts": len(prompts), "dropped_close_to_eval": len(prompts) - len(keep)}
     return _seeded_subset(keep, rc.limit, random.Random(f"{cfg.seed}/retain")), stats
 
