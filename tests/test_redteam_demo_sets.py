@@ -41,17 +41,18 @@ def _rows(path):
 
 def test_loaders_counts_and_splits_without_data_dir():
     train, test, every = _demo("train"), _demo("test"), _demo("all")
-    assert len(train) == 32 and len(test) == 32 and len(every) == 64
+    assert len(train) == 96 and len(test) == 32 and len(every) == 128
     assert {r.split for r in train} == {"train"} and {r.split for r in test} == {"test"}
     assert [r.id for r in _demo()] == [r.id for r in test]  # the default split is the evaluation one
-    assert Counter(r.split for r in every) == {"train": 32, "test": 32}  # 'all' keeps each row's own split
-    # stratified: every category has as many train as test requests; half the set is medical
+    assert Counter(r.split for r in every) == {"train": 96, "test": 32}  # 'all' keeps each row's own split
+    # stratified: every category has 6 train and 2 test requests; half of each split is medical
     per_cat = Counter((r.category, r.split) for r in every)
     cats = {r.category for r in every}
-    assert len(cats) == 16 and all(per_cat[(c, "train")] == per_cat[(c, "test")] == 2 for c in cats)
+    assert len(cats) == 16 and all(per_cat[(c, "train")] == 6 and per_cat[(c, "test")] == 2 for c in cats)
     assert sum(r.category.startswith("medical_") for r in test) == 16
+    assert sum(r.category.startswith("medical_") for r in train) == 48
     assert all(r.source == "demo_harmful" and r.id.startswith("demo_harmful/") and r.safe_response for r in every)
-    assert len({r.id for r in every}) == 64
+    assert len({r.id for r in every}) == 128
 
     safe = load_xstest(None, source="demo_safe")
     assert len(safe) == 120 and len({r.id for r in safe}) == 120 and all(r.source == "demo_safe" for r in safe)
@@ -121,7 +122,7 @@ def test_offline_run_with_only_bundled_sets(tiny_backend, tmp_path):
     attacks = [r for r in rows if r["kind"] == "attack"]
     assert len(attacks) == 16 and summary["attacks"]["n"] == 16
     assert summary["attacks"]["asr"] == round(sum(r["success"] for r in attacks) / 16, 4)
-    assert summary["sources"] == {"demo_harmful": 64}
+    assert summary["sources"] == {"demo_harmful": 128}
     o, m = summary["over_refusal"], summary["medsafety_refusal"]
     assert o["source"] == "demo_safe" and o["n"] == 8 and 0.0 <= o["refusal_rate"] <= 1.0
     assert m["source"] == "demo_harmful" and m["n"] == 8
