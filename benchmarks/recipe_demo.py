@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, RESULTS, data_dir, git_sha, machine, write
+from _common import REPO, RESULTS, data_dir, machine, write
 
 GOAL_S = 10 * 60
 
@@ -39,8 +39,14 @@ def load(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
+# the commit every run of this invocation clones (taken once: a commit made meanwhile does not mix in), and the
+# sha the results name: the code that ran, whatever the working tree holds
+HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def fresh_clone(where: Path) -> Path:
     subprocess.run(["git", "clone", "-q", str(REPO), str(where)], check=True)
+    subprocess.run(["git", "checkout", "-q", HEAD], cwd=where, check=True)
     return where
 
 
@@ -184,7 +190,7 @@ def main() -> None:
     previous = json.loads((RESULTS / "recipe_demo.json").read_text()) if (RESULTS / "recipe_demo.json").is_file() else {}
     res = {"configs": previous.get("configs", {}), "kill9": previous.get("kill9")}
     if args.kill:
-        res["kill9"] = {"git": git_sha(), **kill_check()}
+        res["kill9"] = {"git": HEAD[:7], **kill_check()}
     else:
         cap = None if args.cpu_capability in (None, "default") else args.cpu_capability
         runs = []
@@ -193,7 +199,7 @@ def main() -> None:
             print(f"run {i + 1}: exit {r['returncode']}, {r['wall_s']:.0f} s, gates "
                   f"{[g['decision'] for g in r['gates']]}", flush=True)
             runs.append(r)
-        res["configs"][config_name(args.no_data, cap)] = {"git": git_sha(), "date": machine()["date"], "runs": runs}
+        res["configs"][config_name(args.no_data, cap)] = {"git": HEAD[:7], "date": machine()["date"], "runs": runs}
     write("recipe_demo", res, markdown(res))
 
 

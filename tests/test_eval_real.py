@@ -13,7 +13,6 @@ import pytest
 from aloekit.eval import EvalConfig, run
 
 pytestmark = pytest.mark.real_model
-REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "medqa"
 
 
@@ -33,8 +32,7 @@ def test_eval_uses_fp32_on_cpu(fp32_backend):
 
 def test_matches_lm_eval_harness_per_question(fp32_backend, real_model_dir, data_dir):
     pytest.importorskip("lm_eval")
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from lm_eval_peer import run_lm_eval
+    from lm_eval_peer import run_lm_eval  # tests/lm_eval_peer.py
 
     n = 40
     ours = run(EvalConfig(tasks=["medmcqa"], data_dir=str(data_dir), limit=n), backend=fp32_backend)

@@ -227,6 +227,17 @@ def test_dry_run_validates_shipped_recipes(name, tmp_path):
         assert total > 50  # an 8B SFT on billions of tokens is hundreds of GPU hours, not zero
 
 
+def test_dry_run_validates_safety_dpo_recipe(tmp_path):
+    """The safety DPO experiment as a recipe: red team -> DPO from base -> safety evaluation of both, two gates."""
+    r = cli("run", REPO / "configs" / "safety_dpo.yaml", "--dry-run", "-o", tmp_path / "plan", cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in ("eval:base", "redteam", "safety_dpo", "eval:safety_dpo"):
+        assert f"\n{stage} " in r.stdout, stage
+    assert "gate 0: after safety_dpo: safety.asr max_rise 0;" in r.stdout
+    assert "gate 1: after safety_dpo: safety.over_refusal max_rise 0.1;" in r.stdout
+    assert not (tmp_path / "plan").exists()
+
+
 def test_full_graph_with_safety_medprompt_report_and_card(tiny_dir, tmp_path):
     """The demo's shape on the tiny model: red team -> safety DPO -> safety evaluation, Medprompt, report, card."""
     r = recipe(tiny_dir, tmp_path / "full", report=True, model_card={"license": "apache-2.0"})

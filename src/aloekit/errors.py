@@ -10,10 +10,3 @@ class UserError(Exception):
 
     exit_code = 2
 
-
-class MissingExtra(UserError):
-    def __init__(self, what: str, extra: str, package: str):
-        super().__init__(
-            f"{what} needs the optional package '{package}': install it with "
-            f"`pip install 'aloekit[{extra}]'`"
-        )

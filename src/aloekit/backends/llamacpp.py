@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from ..config import ModelConfig, SamplingConfig
-from ..errors import MissingExtra, UserError
+from ..errors import UserError
+from ..extras import require
 from .base import Backend, Completion, Prompt, prompt_seeds, split_context
 
 
@@ -26,10 +27,9 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
 
     def __init__(self, cfg: ModelConfig | None = None, n_ctx: int = 2048):
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise MissingExtra("the llamacpp backend", "llamacpp", "llama-cpp-python") from None
+        require("llamacpp", what="the llamacpp backend")
+        from llama_cpp import Llama
+
         from ..models import gguf_path
         self.cfg = cfg or ModelConfig()
         path = gguf_path(self.cfg.name)

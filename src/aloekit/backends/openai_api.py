@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from ..config import ModelConfig, SamplingConfig
-from ..errors import MissingExtra, UserError
+from ..errors import UserError
+from ..extras import require
 from .base import Backend, Completion, Prompt, prompt_seeds, split_context
 
 
@@ -20,10 +21,8 @@ class OpenAIBackend(Backend):
     name = "openai"
 
     def __init__(self, cfg: ModelConfig | None = None, max_workers: int = 8):
-        try:
-            import openai
-        except ImportError:
-            raise MissingExtra("the openai backend", "openai", "openai") from None
+        require("openai", what="the openai backend")
+        import openai
         self.cfg = cfg or ModelConfig()
         if not self.cfg.base_url:
             raise UserError("the openai backend needs model.base_url (e.g. --set model.base_url=http://host:8000/v1)")

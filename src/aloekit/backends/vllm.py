@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..config import ModelConfig, SamplingConfig
-from ..errors import MissingExtra
+from ..extras import require
 from .base import Backend, Completion, Prompt, prompt_seeds, split_context
 
 
@@ -14,10 +14,9 @@ class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, cfg: ModelConfig | None = None, **engine_kwargs):
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise MissingExtra("the vllm backend", "gpu", "vllm") from None
+        require("gpu", "vllm", what="the vllm backend")
+        from vllm import LLM
+
         from ..models import resolve
         self.cfg = cfg or ModelConfig()
         dtype = "auto" if self.cfg.dtype == "auto" else self.cfg.dtype

@@ -15,11 +15,15 @@ import re
 from collections import Counter, defaultdict
 from typing import Callable, Literal, Sequence
 
-import xxhash
 from pydantic import Field
 
 from ..config import StrictModel
 from .records import Record
+
+try:  # the 'data' extra, for near dedup only: data.pipeline checks it before a build
+    from xxhash import xxh32_intdigest
+except ImportError:
+    xxh32_intdigest = None
 
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
@@ -47,7 +51,7 @@ def normalise(text: str) -> str:
 def shingle_hash(b: bytes) -> int:
     """32-bit xxHash: deterministic across processes (unlike hash()) and ~10x cheaper than datasketch's
     default SHA-1, which dominated the dedup profile."""
-    return xxhash.xxh32_intdigest(b)
+    return xxh32_intdigest(b)
 
 
 def shingles(text: str, n: int) -> list[bytes]:

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import MissingExtra
+from ..extras import require
 from .dedup import normalise
 from .records import Record
 
@@ -41,20 +41,18 @@ def near_dedup_datatrove(records: Sequence[Record], text_of: Callable[[Record], 
                          workers: int = 1, seed: int = 1) -> tuple[list[Record], list[str]]:
     """-> kept records (input order) and the ids datatrove removed. `threshold_buckets` = (buckets, hashes
     per bucket): datatrove's LSH parameters (14 x 8 ~ a 0.72 Jaccard threshold at 50% detection)."""
-    try:
-        from datatrove.executor import LocalPipelineExecutor
-        from datatrove.pipeline.dedup.minhash import (
-            MinhashConfig,
-            MinhashDedupBuckets,
-            MinhashDedupCluster,
-            MinhashDedupFilter,
-            MinhashDedupSignature,
-        )
-        from datatrove.pipeline.readers import JsonlReader
-        from datatrove.pipeline.writers import JsonlWriter
-        from datatrove.utils.hashing import HashConfig
-    except ImportError:
-        raise MissingExtra("dedup.engine: datatrove", "scale", "datatrove") from None
+    require("scale", what="dedup.engine: datatrove")
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.hashing import HashConfig
 
     workdir = Path(workdir)
     if workdir.exists():  # stage outputs of another input would be silently reused

@@ -21,6 +21,7 @@ from pydantic import Field
 from ..config import StrictModel
 from ..console import note
 from ..errors import UserError
+from ..extras import require
 from ..io import atomic_dir, atomic_write_jsonl
 from ..rundir import RunDir
 from .card import length_histograms, write_card
@@ -67,8 +68,17 @@ def load_all(cfg: DataConfig, bad: BadRows) -> list[Record]:
     return records
 
 
+def require_extras(cfg: DataConfig, what: str = "aloekit data build") -> None:
+    """Near dedup is the one step beyond the core install (exact dedup, decontamination and CoT are core)."""
+    if cfg.dedup.near and cfg.dedup.engine == "datatrove":
+        require("scale", what=f"{what} with dedup.engine: datatrove")
+    elif cfg.dedup.near:
+        require("data", what=what)
+
+
 def run(cfg: DataConfig, backend=None) -> Path:
     """Build the dataset; `backend` (optional) is a ready teacher, else `cfg.cot.teacher` is loaded on demand."""
+    require_extras(cfg)
     import datasets
     datasets.disable_progress_bars()
     out = Path(cfg.output)

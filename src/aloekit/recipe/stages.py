@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 
 from ..config import ModelConfig, StrictModel, _format_validation_error, dump_config
 from ..errors import UserError
+from ..extras import require
 
 
 class MedpromptStageConfig(StrictModel):
@@ -105,6 +106,31 @@ def validate_static(kind: str, obj: Any, where: str) -> None:
                 StrategyConfig(strategy=s, **obj.params)
             except ValidationError as err:
                 raise UserError(_format_validation_error(StrategyConfig, err, f"{where}.config.params")) from None
+
+
+def require_extras(kind: str, obj: Any, launch, where: str) -> None:
+    """What a stage needs beyond the core install; the recipe checks its stages before the first one runs."""
+    what = f"{where} ({kind})"
+    if kind == "data":
+        from ..data.pipeline import require_extras as data_extras
+        data_extras(obj, what)
+    if kind in ("sft", "dpo"):
+        from ..train.common import require_extras as train_extras
+        train_extras(obj, what)
+        if launch and launch.accelerate_config and _deepspeed(launch.accelerate_config):
+            require("gpu", "deepspeed", what=f"{where}.launch.accelerate_config {launch.accelerate_config}")
+    if kind == "merge":
+        require("merge", what=what)
+    if kind == "medprompt":
+        from ..medprompt.config import StrategyConfig
+        if any(StrategyConfig(strategy=s, **obj.params).needs_db for s in obj.strategies):
+            require("retrieval", what=f"{what} with an example database")
+
+
+def _deepspeed(accelerate_config: str) -> bool:
+    import yaml
+    cfg = yaml.safe_load(Path(accelerate_config).read_text(encoding="utf-8"))
+    return isinstance(cfg, dict) and cfg.get("distributed_type") == "DEEPSPEED"
 
 
 def _pkg_path(p: str) -> str:

@@ -9,7 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import MissingExtra, UserError
+from ..errors import UserError
+from ..extras import require
 from ..io import atomic_dir, atomic_write_json
 from .config import LoraSettings, OptimSettings, TrainCommon
 
@@ -72,10 +73,7 @@ def check_template_masks_prompt(tok, example_prompt: list[dict], example_complet
 
 
 def lora_config(settings: LoraSettings, model, task_type: str = "CAUSAL_LM"):
-    try:
-        from peft import LoraConfig
-    except ImportError:
-        raise MissingExtra("LoRA training", "train", "peft") from None
+    from peft import LoraConfig
     targets = settings.target_modules
     if targets != "all-linear":
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
@@ -167,12 +165,14 @@ def translate_os_error(e: OSError, ckpt_dir: Path) -> UserError | None:
     return None
 
 
+def require_extras(cfg: TrainCommon, what: str) -> None:
+    """The extras a training run needs, checked before anything is loaded (the recipe checks every stage first)."""
+    require("train", what=what)
+    for r in cfg.report_to:  # the module of each tracker is named like it
+        require("tracking", r, what=f"{what} with report_to: {r}")
+
+
 def report_to(cfg: TrainCommon) -> list[str] | str:
-    import importlib.util
-    pkgs = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-    for r in cfg.report_to:
-        if importlib.util.find_spec(pkgs[r]) is None:
-            raise MissingExtra(f"report_to: {r}", "tracking", pkgs[r])
     return list(cfg.report_to) or "none"
 
 
@@ -184,10 +184,7 @@ def load_policy(path: str, cfg: TrainCommon):
     if cfg.method != "qlora":
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     device_and_precision(cfg)  # a CPU run stops here with a one-line error
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise MissingExtra("method qlora", "gpu", "bitsandbytes") from None
+    require("gpu", "bitsandbytes", what="method qlora")
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

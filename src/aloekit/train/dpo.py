@@ -24,6 +24,7 @@ from .common import (
     load_tokenizer,
     lora_config,
     mark_finished,
+    require_extras,
     resume_point,
     set_threads,
     stamp_run,
@@ -115,6 +116,7 @@ def run_stage(cfg: DPOConfig, i: int, stage: DPOStage, policy: str, rd: RunDir) 
 
 
 def run(cfg: DPOConfig) -> dict:
+    require_extras(cfg, "aloekit train dpo")
     set_threads()
     names = [s.name for s in cfg.stages]
     if len(set(names)) != len(names):

@@ -26,6 +26,7 @@ from .common import (
     load_tokenizer,
     lora_config,
     mark_finished,
+    require_extras,
     resume_point,
     set_threads,
     stamp_run,
@@ -48,6 +49,7 @@ def trl_args(cfg: SFTConfig, ckpt_dir: Path, has_eval: bool):
 
 
 def run(cfg: SFTConfig) -> dict:
+    require_extras(cfg, "aloekit train sft")
     from transformers import set_seed
     from trl import SFTTrainer
 

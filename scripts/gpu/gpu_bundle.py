@@ -1,12 +1,13 @@
-"""Pack what `benchmarks/gpu_check.py` needs on a lent GPU machine into `.gpu/` (git-ignored, carried by the device
+"""Pack what `scripts/gpu/gpu_check.py` needs on a lent GPU machine into `.gpu/` (git-ignored, carried by the device
 tool; at most 64 MiB travel per call, so the 98 MB default model cannot: the check builds random weights in the
 default model's architecture from its config and tokenizer).
 
-    .venv/bin/python benchmarks/gpu_bundle.py               # -> .gpu/ (~55 MB)
-    .venv/bin/python benchmarks/gpu_bundle.py --train-only  # -> .gpu_train/ (~27 MB, with bitsandbytes for QLoRA)
+    .venv/bin/python scripts/gpu/gpu_bundle.py               # -> .gpu/ (~55 MB)
+    .venv/bin/python scripts/gpu/gpu_bundle.py --train-only  # -> .gpu_train/ (~27 MB, with bitsandbytes for QLoRA)
 
 The device image has torch, accelerate, peft and sentence-transformers but an older transformers and none of
 trl, datasets, pydantic or faiss: those travel as wheels for its Python 3.12, pinned to this venv's versions.
+See scripts/gpu/README.md.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+REPO = HERE.parents[1]
+# the shared data folder is found the way the benchmarks find it (benchmarks/_common.py)
+sys.path.insert(0, str(REPO / "benchmarks"))
 from _common import data_dir  # noqa: E402
 
 WHEELS = ["transformers", "trl", "datasets", "dill", "multiprocess", "pydantic", "pydantic_core", "annotated-types",

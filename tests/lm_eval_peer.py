@@ -1,6 +1,7 @@
 """Run lm-evaluation-harness (the peer) in this process on the same local file and prompt as aloekit.
 
-Used by benchmarks/eval_speed.py and tests/test_eval_lmeval.py. lm-eval is a dev dependency only.
+A test helper, used by tests/test_eval_real.py (imported plainly: pytest puts tests/ on sys.path, as tests/ has no
+__init__.py) and by benchmarks/eval_speed.py (which adds tests/ to sys.path). lm-eval is a dev dependency only.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
+TASKS_DIR = Path(__file__).resolve().parent / "fixtures" / "lm_eval_tasks"
 
 
 def materialize_tasks(data_dir: Path, dest: Path) -> Path:

@@ -4,11 +4,12 @@ The default model cannot travel (98 MB; 64 MiB per call), so the check builds ra
 exact architecture with its real tokenizer and chat template: speeds are those of the default model, accuracies are
 meaningless (a random model answers at chance and never stops before the token cap). Same for the embedder.
 
-    .venv/bin/python benchmarks/gpu_bundle.py             # here: pack wheels, configs, data into .gpu/
-    # device: python3 benchmarks/gpu_check.py --out $OUT   (PYTHONPATH=.gpusite:src, wheels installed first)
-    .venv/bin/python benchmarks/gpu_check.py --report F [F ...]  # here: returned gpu_check.json files -> results
+    .venv/bin/python scripts/gpu/gpu_bundle.py             # here: pack wheels, configs, data into .gpu/
+    # device: python3 scripts/gpu/gpu_check.py --out $OUT   (PYTHONPATH=.gpusite:src, wheels installed first)
+    .venv/bin/python scripts/gpu/gpu_check.py --report F [F ...]  # here: returned gpu_check.json files -> results
 
 Each step is one `aloekit` command with a time limit; a failing step is recorded and the next one runs.
+See scripts/gpu/README.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = HERE.parents[1]
 G = Path(os.environ.get("ALOEKIT_GPU_BUNDLE") or REPO / ".gpu")
 W = REPO / ".gpuwork"
 
@@ -265,7 +266,8 @@ def main() -> None:
 
 def report(paths: list[Path]) -> None:
     """Merge the returned gpu_check.json files (later calls win per step) into benchmarks/results/gpu_check.*"""
-    sys.path.insert(0, str(HERE))
+    # results stay with the benchmarks' (benchmarks/results/), whose path benchmarks/_common.py owns
+    sys.path.insert(0, str(REPO / "benchmarks"))
     from _common import RESULTS
     res: dict = {"env": {}, "steps": {}}
     for p in paths:
@@ -288,7 +290,7 @@ def report(paths: list[Path]) -> None:
     (RESULTS / "gpu_check.json").write_text(json.dumps(res, indent=1) + "\n")
     e = res["env"]
     lines = [f"# GPU check: {e.get('gpu')} (torch {e.get('torch')}, CUDA {e.get('cuda')})", "",
-             "`benchmarks/gpu_check.py` on a lent GPU machine: the real `aloekit` commands, on random weights in "
+             "`scripts/gpu/gpu_check.py` on a lent GPU machine: the real `aloekit` commands, on random weights in "
              "SmolLM2-135M's architecture with its real tokenizer (the 98 MB model cannot travel to that machine), so "
              "speeds are the default model's and accuracies are meaningless. "
              f"transformers {e.get('transformers')}, trl {e.get('trl')}, peft {e.get('peft')}, accelerate "
