@@ -37,8 +37,10 @@ demo: $(VENV)/.installed
 # the install fails and that one test is skipped (with CI set it fails instead).
 CHROMIUM_INSTALL = command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# lint-imports: imports run one way (the layer and independence contracts in pyproject.toml [tool.importlinter])
 test: $(VENV)/.dev
 	@$(CHROMIUM_INSTALL) || echo "chromium not installed: tests/test_report.py's browser check will be skipped"
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Every benchmarks/*.py with its default arguments, except helpers (_*.py) and the two that need a previous run's

@@ -15,7 +15,6 @@ merge recombines the two fine-tunes' task vectors relative to it, the shape of A
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import sys
@@ -28,28 +27,23 @@ from _common import data_dir, write  # noqa: E402
 
 
 def headqa_rows(root: Path, n: int, seed: int) -> list[dict]:
-    exams = json.loads((root / "headqa_en" / "train_HEAD_EN.json").read_text())["exams"]
+    from aloekit.benchmarks import REGISTRY
+    qs = [q for q in REGISTRY["headqa"].load(root, split="train").docs if not q.source.get("image")]
     rows = []
-    for name in sorted(exams):
-        for q in exams[name]["data"]:
-            if q.get("image"):
-                continue
-            opts = sorted(q["answers"], key=lambda a: int(a["aid"]))
-            right = next(a for a in opts if int(a["aid"]) == int(q["ra"]))
-            listed = "\n".join(f"{a['aid']}. {a['atext']}" for a in opts)
-            rows.append({"prompt": [{"role": "user", "content": f"{q['qtext']}\n{listed}"}],
-                         "completion": [{"role": "assistant",
-                                         "content": f"The answer is {right['aid']}: {right['atext']}"}]})
+    for q in sorted(qs, key=lambda q: q.source["exam"]):
+        aids = q.source["aids"]
+        listed = "\n".join(f"{aid}. {text}" for aid, text in zip(aids, q.options))
+        rows.append({"prompt": [{"role": "user", "content": f"{q.question}\n{listed}"}],
+                     "completion": [{"role": "assistant",
+                                     "content": f"The answer is {aids[q.gold]}: {q.options[q.gold]}"}]})
     return random.Random(seed).sample(rows, n)
 
 
 def safety_rows(root: Path, n: int, seed: int) -> list[dict]:
-    rows = []
-    for f in sorted((root / "medsafetybench" / "train" / "gpt4").glob("*.csv")):
-        with f.open(newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                rows.append({"prompt": [{"role": "user", "content": r["harmful_medical_request"]}],
-                             "completion": [{"role": "assistant", "content": r["safe_response"]}]})
+    from aloekit.benchmarks.requests import read_medsafetybench
+    rows = [{"prompt": [{"role": "user", "content": r.text}],
+             "completion": [{"role": "assistant", "content": r.safe_response or ""}]}
+            for r in read_medsafetybench(root / "medsafetybench" / "train", "train", ["gpt4"])]
     return random.Random(seed).sample(rows, n)
 
 

@@ -1,5 +1,6 @@
-"""`aloekit eval --strategy`: medprompt strategies through the eval runner, with a scripted fake backend (see
-test_medprompt.py): lm-eval-shaped results with tokens/question, samples per task, and the errors."""
+"""`aloekit eval --strategy`: medprompt strategies (medprompt.runner.StrategyAnswerer) through the eval runner, with a
+scripted fake backend (see test_medprompt.py): lm-eval-shaped results with tokens/question, samples per task, and
+the errors."""
 
 import json
 import subprocess
@@ -15,6 +16,7 @@ from aloekit.eval.tasks import TASKS
 from aloekit.medprompt import MedpromptEvalConfig
 from aloekit.medprompt import run as medprompt_run
 from aloekit.medprompt.config import StrategyConfig
+from aloekit.medprompt.runner import StrategyAnswerer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "medqa"
 
@@ -44,9 +46,8 @@ def test_strategy_results_in_lm_eval_shape_with_tokens(tmp_path):
     n = 12
     docs = TASKS["aloekit_demo"].load(None, False, n).docs
     be = ScriptedBackend(gold_on_even_questions(docs), tokens_per_chain=10)
-    cfg = EvalConfig(tasks=["aloekit_demo"], strategy="cot", limit=n, data_dir="/nonexistent",
-                     output=str(tmp_path / "run"))
-    out = run(cfg, backend=be)
+    cfg = EvalConfig(tasks=["aloekit_demo"], limit=n, data_dir="/nonexistent", output=str(tmp_path / "run"))
+    out = run(cfg, backend=be, answerer=StrategyAnswerer("cot"))
     res = out["results"]["aloekit_demo"]
     assert res["acc,none"] == 0.5 and res["acc_stderr,none"] > 0 and res["unparsed"] == 0
     assert res["generated_tokens_per_question,none"] == 10 and res["prompt_tokens_per_question,none"] == 100
@@ -75,9 +76,10 @@ def test_strategy_results_in_lm_eval_shape_with_tokens(tmp_path):
 def test_ensemble_strategy_params_and_several_tasks():
     docs = TASKS["aloekit_demo"].load(None, False, 4).docs + TASKS["medqa"].load(FIXTURES, False, None).docs
     be = ScriptedBackend(gold_on_even_questions(docs), tokens_per_chain=7)
-    cfg = EvalConfig(tasks=["aloekit_demo", "medqa"], strategy="medprompt", limit=4, data_dir=str(FIXTURES),
-                     strategy_params=StrategyConfig(members=3, shots=2, adaptive=False), seed=3)
-    out = run(cfg, backend=be, db=FixedDB())
+    cfg = EvalConfig(tasks=["aloekit_demo", "medqa"], limit=4, data_dir=str(FIXTURES), seed=3)
+    answerer = StrategyAnswerer("medprompt", StrategyConfig(members=3, shots=2, adaptive=False), seed=cfg.seed,
+                                loaded_db=FixedDB())
+    out = run(cfg, backend=be, answerer=answerer)
     assert out["strategy"]["params"]["members"] == 3 and out["strategy"]["params"]["strategy"] == "medprompt"
     assert out["strategy"]["params"]["seed"] == 3
     for task in ("aloekit_demo", "medqa"):
@@ -91,9 +93,9 @@ def test_ensemble_strategy_params_and_several_tasks():
 
 def test_strategy_errors_come_before_the_model():
     with pytest.raises(UserError, match="need an example database: pass --db"):
-        run(EvalConfig(tasks=["aloekit_demo"], strategy="knn"), backend=Unusable())
+        run(EvalConfig(tasks=["aloekit_demo"]), backend=Unusable(), answerer=StrategyAnswerer("knn"))
     with pytest.raises(UserError, match="truthfulqa_mc2 are not"):
-        run(EvalConfig(tasks=["aloekit_demo", "truthfulqa_mc2"], strategy="cot"), backend=Unusable())
+        run(EvalConfig(tasks=["aloekit_demo", "truthfulqa_mc2"]), backend=Unusable(), answerer=StrategyAnswerer("cot"))
 
 
 def cli(*args):

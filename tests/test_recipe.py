@@ -12,6 +12,8 @@ import pytest
 import yaml
 from conftest import REPO, save_tiny_llama
 
+from aloekit.stage import numbers
+
 CLI = [sys.executable, "-m", "aloekit.cli", "-q"]
 
 
@@ -272,6 +274,14 @@ def test_full_graph_with_safety_medprompt_report_and_card(tiny_dir, tmp_path):
     assert "safety.asr" in by["eval:dpo2"]["metrics"] and "safety.over_refusal" in by["eval:dpo2"]["metrics"]
     assert "safety.asr" not in by["eval:base"]["metrics"]  # only the listed safety_models get the safety run
     assert "sc-cot.accuracy" in by["medprompt"]["metrics"]
+    # every stage kind's run directory (aloekit/stage.py): a manifest with an outputs map and the metrics map the
+    # recipe recorded for it
+    for s in m["stages"]:
+        own = json.loads((tmp_path / "full" / s["dir"] / "manifest.json").read_text())
+        assert own["status"] == "done" and own["outputs"], s["name"]
+        assert numbers(own["metrics"]) == s["metrics"] and s["metrics"], s["name"]
+    assert set(json.loads((tmp_path / "full" / by["eval:dpo2"]["dir"] / "items.json").read_text())) >= {
+        "aloekit_demo.acc", "safety.asr", "safety.over_refusal"}  # what the gates read
     assert m["gates"][0]["reference_stage"] == "dpo1" and m["gates"][0]["passed"]
     pairs = (tmp_path / "full" / by["redteam"]["dir"] / "pairs.jsonl").read_text().splitlines()
     bundled = REPO / "src" / "aloekit" / "resources" / "demo_redteam" / "harmful.jsonl"

@@ -229,8 +229,64 @@ def demo(
 
 
 # --- stage commands: each stage package registers its own verbs ---
-for _stage in ("data", "train", "merge", "redteam", "eval", "medprompt", "recipe"):
+for _stage in ("data", "train", "merge", "redteam", "medprompt"):
     importlib.import_module(f".{_stage}.cli", __package__).register(app)
+
+
+def _strategy_answerer(strategy: str, **kw):
+    """`aloekit eval --strategy`: the medprompt package answers, the eval package scores (neither imports the
+    other; this module composes them)."""
+    from .medprompt.runner import StrategyAnswerer
+    return StrategyAnswerer(strategy, **kw)
+
+
+importlib.import_module(".eval.cli", __package__).register(app, strategies=_strategy_answerer)
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (configs/demo.yaml, configs/aloe-llama3.1-8b.yaml)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe key: key.sub=value"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (default: recipe's)."),
+    from_: Optional[str] = typer.Option(None, "--from", help="Start at this stage (earlier ones must be done)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage (and its evaluation)."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run only these stages (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Rerun the selected stages even if finished."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan with estimates."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report and model card."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Upload the final model + card "
+                                              "to this hub repo (org/name) when the run passes."),
+    public: bool = typer.Option(False, "--public", help="With --push-to-hub: a public repo (default private)."),
+) -> None:
+    """Run a recipe: data -> sft -> merge -> dpo -> redteam -> dpo -> eval -> report, skipping finished stages."""
+    from .config import load_config
+    from .recipe import GateFailed, RecipeConfig
+    from .recipe import run as run_recipe
+    cfg = load_config(RecipeConfig, recipe, sets)
+    report = cfg.report and not no_report
+    if push_to_hub and not report:
+        raise UserError("--push-to-hub needs the model card: drop --no-report")
+    kw = dict(recipe_file=str(recipe), output=str(output) if output else None, from_=from_, until=until, only=only,
+              force=force)
+    if dry_run:
+        run_recipe(cfg, dry_run=True, **kw)
+        return
+    try:
+        run_recipe(cfg, **kw)
+    except GateFailed:
+        if report:  # a run stopped by a gate needs its report most; nothing is pushed
+            _report(Path(output or cfg.output), None, not public)
+        raise
+    if report:
+        _report(Path(output or cfg.output), push_to_hub, not public)
+
+
+def _report(run_dir: Path, push_repo: Optional[str], private: bool) -> None:
+    from .report import run as write_report_and_card
+    done = write_report_and_card(run_dir, push_repo=push_repo, private=private)
+    con.note(f"report: {done['report']}\nmodel card: {done['model_card']}")
+    if done["pushed"]:
+        con.note(f"pushed to {done['pushed']} ({'private' if private else 'public'})")
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""Inference backends behind one protocol (see base.py). `load_backend` picks one by name."""
+"""Inference backends behind one protocol (see base.py). Stages use only this module: `load_backend` builds the
+backend a ModelConfig names, `resolve_device` says where an "auto" device would run; never a backend's own
+module (backends/hf.py ...)."""
 
 from __future__ import annotations
 
@@ -26,4 +28,10 @@ def load_backend(cfg: ModelConfig | None = None, **overrides) -> Backend:
     raise UserError(f"unknown backend '{cfg.backend}': use one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "Chat", "Completion", "Prompt", "BACKENDS", "load_backend"]
+def resolve_device(device: str = "auto") -> str:
+    """The device a local (hf) backend runs on for `device`: "auto" is cuda when one is visible, else cpu."""
+    from .hf import pick_device
+    return pick_device(device)
+
+
+__all__ = ["Backend", "Chat", "Completion", "Prompt", "BACKENDS", "load_backend", "resolve_device"]

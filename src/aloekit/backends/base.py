@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence, Union
 
 from ..config import SamplingConfig
+from ..errors import UserError
 
 Chat = list[dict[str, str]]
 Prompt = Union[str, Chat]
@@ -37,6 +38,15 @@ class Backend(ABC):
     @abstractmethod
     def loglikelihood_batch(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         """For each (context, continuations): log P(continuation | context) summed over its tokens."""
+
+    def render(self, prompt: Prompt, add_generation_prompt: bool = True) -> str:
+        """The text the model reads for a prompt: a string as-is, a chat through the model's chat template (with
+        the assistant turn opened unless add_generation_prompt is False). Backends that send chats to a server
+        without showing the rendered text cannot do this."""
+        if isinstance(prompt, str):
+            return prompt
+        raise UserError(f"backend '{self.name}' cannot render chat prompts; use the hf backend (evaluation: "
+                        "or --scoring loglik)")
 
     def loglikelihood(self, context: str, continuations: Sequence[str]) -> list[float]:
         return self.loglikelihood_batch([(context, continuations)])[0]

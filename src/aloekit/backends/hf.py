@@ -56,12 +56,12 @@ class HFBackend(Backend):
         _register()
 
     # ---------- prompts ----------
-    def render(self, prompt: Prompt) -> str:
+    def render(self, prompt: Prompt, add_generation_prompt: bool = True) -> str:
         if isinstance(prompt, str):
             return prompt
         if not self.tok.chat_template:
             raise UserError(f"model '{self.cfg.name}' has no chat template; pass plain prompts or set one")
-        return self.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return self.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         # A rendered chat template already holds its special tokens (e.g. Llama 3's BOS): don't add them twice.

@@ -1,50 +1,73 @@
 """N-gram decontamination against the test split of every registered benchmark.
 
-The index holds every word n-gram (default 13) of each benchmark item's question AND options (and context
+The index holds every word n-gram (default 13) of each benchmark item's question AND options (and passage
 where the benchmark has one): MCQ answers are often one letter, so matching on the answer alone finds nothing.
 Items shorter than n words (but at least 3) are indexed whole, so short benchmark questions are still caught
 verbatim.
-The benchmark readers here are our own small ones over the original files in the shared data folder.
+Which benchmarks are checked, and their test files, come from the benchmark registry (aloekit.benchmarks):
+every entry with a `decontam` name, read by the benchmark layer's readers.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from pydantic import Field
 
+from ..benchmarks import REGISTRY, Question, decontam_benchmarks, read_split
 from ..config import StrictModel
 from ..errors import UserError
 from ..paths import data_dir as _data_dir
 from .dedup import normalise
-from .readers import BadRows, read_canonical, read_headqa, read_medmcqa, read_medsafetybench, read_mmlu, read_pubmedqa
+from .readers import BadRows
 from .records import Record
 
 
 @dataclass(frozen=True)
 class Benchmark:
+    """A decontamination entry: the registered benchmarks whose test splits are checked under one name."""
     name: str
-    local: str | None  # relative to the data dir, or "pkg:<resource>"; None = hub only (reported as not checked)
-    reader: Callable | None
-    hub_id: str
+    members: tuple[str, ...]
+
+    @property
+    def local(self) -> str | None:
+        """Where the test split lives (relative to the data dir; "pkg:" inside the package)."""
+        paths = [REGISTRY[m].split().local for m in self.members]
+        if len(paths) == 1:
+            return paths[0]
+        return str(Path(paths[0]).parent) if paths[0] else None
+
+    @property
+    def hub_id(self) -> str:
+        b = REGISTRY[self.members[0]]
+        split = b.split().hub_split
+        if b.bundled:
+            return "none (bundled with aloekit)"
+        return f"{b.hub_id}:{split}" + (f" ({len(self.members)} subsets)" if len(self.members) > 1 else "") \
+            if split else "none (local files only)"
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("medmcqa", "medmcqa_dev/dev.json", read_medmcqa, "openlifescienceai/medmcqa:validation"),
-    Benchmark("mmlu_medical", "mmlu_medical/test", read_mmlu, "cais/mmlu:test (6 medical subjects)"),
-    Benchmark("headqa", "headqa_en/test_HEAD_EN.json", read_headqa, "head_qa:en:test"),
-    Benchmark("pubmedqa", "pubmedqa_pqal/ori_pqal.json", partial(read_pubmedqa, split="test"),
-              "qiaojin/PubMedQA:pqa_labeled (500 official test PMIDs)"),
-    Benchmark("medsafetybench", "medsafetybench/test", read_medsafetybench, "MedSafetyBench test (MedSafety-Eval)"),
-    Benchmark("medqa", None, None, "GBaker/MedQA-USMLE-4-options:test"),
-    Benchmark("careqa", None, None, "HPAI-BSC/CareQA"),
-    # aloekit's own eval set, shipped in the package: always checked, with or without the data dir
-    Benchmark("aloekit_demo", "pkg:resources/demo_eval/mcq.jsonl", read_canonical, "none (bundled with aloekit)"),
-]}
+class _Benchmarks(Mapping):
+    """name -> Benchmark, read live from the registry (a benchmark registered later is checked too)."""
+
+    def _all(self) -> dict[str, Benchmark]:
+        return {n: Benchmark(n, tuple(m)) for n, m in decontam_benchmarks().items()}
+
+    def __getitem__(self, name: str) -> Benchmark:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+BENCHMARKS: Mapping[str, Benchmark] = _Benchmarks()
 
 
 class DecontamConfig(StrictModel):
@@ -132,23 +155,24 @@ class NgramIndex:
         return [n for i, n in enumerate(self.names) if mask >> i & 1]
 
 
+def _segments(item) -> list[str]:
+    if isinstance(item, Question):
+        return item.text_segments()
+    return [item.text]  # a request (MedSafetyBench): the request is the whole item
+
+
 def benchmark_items(name: str, data_dir: str | None) -> list[list[str]] | None:
-    """Each test item as segments [context + question, options], or None if the files are absent."""
+    """Each test item as segments [passage + question, options], or None if the files are absent."""
     b = BENCHMARKS[name]
-    if b.local is None:
-        return None
-    if b.local.startswith("pkg:"):
-        from .sources import resolve_local
-        path = resolve_local(b.local, None)
-    else:
+    root = None
+    if not all(REGISTRY[m].bundled for m in b.members):
         root = _data_dir(data_dir, required=False)
         if root is None:
             return None
-        path = root / b.local
-    if not path.exists():
+    parts = [read_split(m, root) for m in b.members]
+    if all(p is None for p in parts):
         return None
-    recs = b.reader(path, f"benchmark:{name}", "", BadRows(skip=True))
-    return [[f"{r.context} {r.question}", " ".join(r.options[k] for k in sorted(r.options))] for r in recs]
+    return [_segments(item) for p in parts if p is not None for item in p]
 
 
 def build_index(cfg: DecontamConfig, data_dir: str | None) -> tuple[NgramIndex, dict[str, str]]:

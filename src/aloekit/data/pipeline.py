@@ -193,7 +193,8 @@ def run(cfg: DataConfig, backend=None) -> Path:
         run_dir.output("card", "card.md")
     run_dir.finish(rows_sft=len(sft), rows_preference=len(pref), funnel=funnel,
                    cot_acceptance_rate=cot_report["acceptance_rate"] if cot_report else None,
-                   cot_this_run=cot_report["this_run"] if cot_report else None)
+                   cot_this_run=cot_report["this_run"] if cot_report else None,
+                   metrics={f"rows.{k}": float(v) for k, v in card["outputs"].items()})
     note(f"wrote {out}/ (sft {len(sft_train)}+{len(sft_val)}, preference {len(pref_train)}+{len(pref_val)})")
     return out
 

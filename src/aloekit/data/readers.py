@@ -1,4 +1,6 @@
-"""Readers: each source's original file format -> canonical `Record`s, with provenance on every row.
+"""Readers: each source's file -> canonical `Record`s, with provenance on every row. Benchmark files (HEAD-QA,
+PubMedQA, MedMCQA, MMLU, MedSafetyBench) are parsed by the benchmark layer's one reader per format
+(aloekit.benchmarks); the data stage's own formats (generic tables, HH-RLHF dialogues, canonical JSONL) here.
 
 Bad input raises `UserError` naming the source, file and line; with `skip_bad=True` the row is counted in
 `BadRows` instead (the data card reports the count), never dropped silently.
@@ -14,6 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from ..benchmarks import BadRow, Question
+from ..benchmarks import formats as F
+from ..benchmarks.requests import read_medsafetybench as read_medsafetybench_requests
 from ..errors import UserError
 from ..io import decode_utf8
 from .records import LETTERS, Record, stable_id
@@ -234,63 +239,61 @@ def read_generic(path: Path, source: str, kind: str, fields: dict, license: str,
         first = False
 
 
-# ---------------------------------------------------------------- the original formats in shared/data
+# ---------------------------------------------------------------- benchmark files (read by aloekit.benchmarks)
+# A registered benchmark's training split (HEAD-QA train, the PubMedQA pool, MMLU dev, MedSafetyBench train ...)
+# is read by the benchmark layer's one reader of its format; these turn its questions into canonical Records.
+
+def _hint(source: str) -> str:
+    return f"source '{source}': check the path or data_dir"
+
+
+def _line(where: str) -> int:
+    tail = where.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _questions(items, source: str, bad: BadRows) -> list[Question]:
+    out = []
+    for where, q in items:
+        if isinstance(q, BadRow):
+            bad.bad(source, where, str(q))
+        else:
+            out.append(q)
+    return out
+
+
+def _mcq(q: Question, source: str, rid: str, provenance: dict, **fields) -> Record:
+    return Record("mcq", source, f"{source}:{rid}", question=fields.pop("question", q.question),
+                  options={LETTERS[j]: o for j, o in enumerate(q.options)}, answer=LETTERS[q.gold],
+                  provenance=provenance, **fields)
+
 
 def read_headqa(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
-    data = _load_json(path, source)
-    exams = data.get("exams") if isinstance(data, dict) else None
-    if not isinstance(exams, dict):
-        raise UserError(f"source '{source}': {path}: not a HEAD-QA file (no 'exams' object)")
-    for exam_name in sorted(exams):
-        for i, q in enumerate(exams[exam_name].get("data", [])):
-            where = f"{path} exam {exam_name} question {i + 1}"
-            try:
-                answers = sorted(q["answers"], key=lambda a: int(a["aid"]))
-                options = {LETTERS[j]: _text(a["atext"]) for j, a in enumerate(answers)}
-                ans = {int(a["aid"]): LETTERS[j] for j, a in enumerate(answers)}.get(int(q["ra"]), "")
-                rec = Record("mcq", source, f"{source}:{exam_name}:{q['qid']}", question=_text(q["qtext"]),
-                             options=options, answer=ans,
-                             provenance={"file": str(path), "exam": exam_name, "qid": q["qid"], "license": license})
-            except (KeyError, TypeError, ValueError) as e:
-                bad.bad(source, where, f"malformed question ({e!r})")
-                continue
-            if q.get("image"):
-                rec.tags.append("needs_image")
-            yield rec
+    qs = _questions(F.read_headqa(path, _hint(source)), source, bad)
+    for q in sorted(qs, key=lambda q: q.source["exam"]):  # exams by name (the files list them so)
+        rec = _mcq(q, source, q.id, {"file": str(path), "exam": q.source["exam"], "qid": q.source["qid"],
+                                     "license": license})
+        if q.source.get("image"):
+            rec.tags.append("needs_image")
+        yield rec
 
 
 def read_pubmedqa(path: Path, source: str, license: str, bad: BadRows, split: str = "pool") -> Iterator[Record]:
     """PQA-L: the 500 official test PMIDs are the benchmark; the other 500 are the train pool."""
-    data = _load_json(path, source)
-    test_ids = set(_load_json(path.parent / "test_ground_truth.json", source))
-    for pmid in sorted(data):
-        if (pmid in test_ids) != (split == "test"):
-            continue
-        r = data[pmid]
-        try:
-            options = {"A": "yes", "B": "no", "C": "maybe"}
-            ans = {"yes": "A", "no": "B", "maybe": "C"}.get(r["final_decision"], "")
-            yield Record("mcq", source, f"{source}:{pmid}", question=_text(r["QUESTION"]), options=options,
-                         answer=ans, explanation=_text(r.get("LONG_ANSWER")),
-                         context=" ".join(map(_text, r.get("CONTEXTS", []))),
-                         provenance={"file": str(path), "pmid": pmid, "license": license})
-        except (KeyError, TypeError) as e:
-            bad.bad(source, f"{path} PMID {pmid}", f"malformed entry ({e!r})")
+    qs = _questions(F.read_pubmedqa(path, _hint(source), split="test" if split == "test" else "pool"), source, bad)
+    for q in sorted(qs, key=lambda q: q.id):  # by PMID
+        yield _mcq(q, source, q.id, {"file": str(path), "pmid": q.id, "license": license}, question=q.stem,
+                   explanation=q.explanation, context=q.passage)
 
 
 def read_medmcqa(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
-    for n, r in iter_jsonl(path, source, bad):
-        try:
-            options = {L: _text(r[k]) for L, k in zip("ABCD", ("opa", "opb", "opc", "opd"))}
-            cop = int(r["cop"])
-            rec = Record("mcq", source, f"{source}:{r['id']}", question=_text(r["question"]), options=options,
-                         answer="ABCD"[cop - 1] if 1 <= cop <= 4 else "", explanation=_text(r.get("exp")),
-                         provenance={"file": str(path), "line": n, "license": license,
-                                     "subject": r.get("subject_name"), "choice_type": r.get("choice_type")})
-        except (KeyError, TypeError, ValueError) as e:
-            bad.bad(source, f"{path} line {n}", f"missing or bad field ({e!r})")
+    for where, q in F.read_medmcqa(path, _hint(source)):
+        if isinstance(q, BadRow):
+            bad.bad(source, where, str(q))
             continue
-        yield rec
+        yield _mcq(q, source, q.id, {"file": str(path), "line": _line(where), "license": license,
+                                     "subject": q.source["subject"], "choice_type": q.source["choice_type"]},
+                   explanation=q.explanation)
 
 
 def read_mmlu(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
@@ -299,29 +302,23 @@ def read_mmlu(path: Path, source: str, license: str, bad: BadRows) -> Iterator[R
     if not files:
         raise UserError(f"source '{source}': no .csv files in {path}")
     for f in files:
-        for n, r in iter_csv(f, source, header=False, columns=["q", "A", "B", "C", "D", "ans"]):
-            if len(r) < 6 or r["ans"].strip() not in "ABCD" or not r["ans"].strip():
-                bad.bad(source, f"{f} line {n}", "expected 6 columns ending in an answer letter A-D")
+        for where, q in F.read_mmlu(f, _hint(source), subject=f.stem):
+            if isinstance(q, BadRow):
+                bad.bad(source, where, str(q))
                 continue
-            yield Record("mcq", source, f"{source}:{f.stem}:{n}", question=r["q"],
-                         options={k: r[k] for k in "ABCD"}, answer=r["ans"].strip(),
-                         provenance={"file": str(f), "line": n, "subject": f.stem, "license": license})
+            yield _mcq(q, source, q.id, {"file": str(f), "line": int(q.id.rsplit(":", 1)[1]), "subject": f.stem,
+                                         "license": license})
 
 
 def read_medsafetybench(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:
-    """A split folder (train/ or test/) of {gpt4,llama2}/med_safety_demonstrations_category_N.csv."""
-    files = sorted(path.rglob("*.csv"))
-    if not files:
-        raise UserError(f"source '{source}': no .csv files under {path}")
-    for f in files:
-        for n, r in iter_csv(f, source):
-            req, safe = r.get("harmful_medical_request", ""), r.get("safe_response", "")
-            if "harmful_medical_request" not in r or "safe_response" not in r:
-                raise UserError(f"source '{source}': {f}: expected columns harmful_medical_request, safe_response")
-            yield Record("qa", source, f"{source}:{f.parent.name}:{f.stem}:{n}", question=req, answer=safe,
-                         tags=["safety", "harmful_request"],
-                         provenance={"file": str(f), "line": n, "category": f.stem.rsplit("_", 1)[-1],
-                                     "generator": f.parent.name, "license": license})
+    """A MedSafetyBench split folder (train/ or test/): each request with its safe response, as a qa record."""
+    for r in read_medsafetybench_requests(path, path.name):
+        p = r.provenance
+        line = p["row"] + 2  # the header is line 1
+        yield Record("qa", source, f"{source}:{p['generator']}:{Path(p['file']).stem}:{line}", question=r.text,
+                     answer=r.safe_response or "", tags=["safety", "harmful_request"],
+                     provenance={"file": p["file"], "line": line, "category": p["category"],
+                                 "generator": p["generator"], "license": license})
 
 
 def read_hh_rlhf(path: Path, source: str, license: str, bad: BadRows) -> Iterator[Record]:

@@ -2,18 +2,20 @@
 
 A registered name carries where the data lives locally (relative to the shared data folder, or inside the
 package for the demo corpus), the hub dataset a user without that folder would load instead, its license,
-and which reader understands its original format.
+and which reader understands its original format. A benchmark's training split (HEAD-QA train, the PubMedQA
+pool, ...) takes its location from the benchmark registry (aloekit.benchmarks) and is read by its reader.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 from pydantic import Field
 
+from ..benchmarks import REGISTRY as BENCHMARKS
+from ..benchmarks import resolve_local as _resolve_pkg
 from ..config import StrictModel
 from ..errors import UserError
 from ..paths import data_dir as _data_dir
@@ -37,6 +39,11 @@ class SourceSpec:
     general: bool = False  # general-domain data (counts toward mixture.general_fraction)
 
 
+def _bench(name: str, split: str) -> str | None:
+    """Where a registered benchmark's split lives (the benchmark registry is the one list of those files)."""
+    return BENCHMARKS[name].split(split).local
+
+
 def _demo(name: str, kind: str, what: str) -> SourceSpec:
     return SourceSpec(f"demo_{name}", kind, "Apache-2.0 (aloekit, original)", what, reader="canonical",
                       local=f"pkg:resources/demo_corpus/{name}.jsonl")
@@ -44,17 +51,17 @@ def _demo(name: str, kind: str, what: str) -> SourceSpec:
 
 REGISTRY: dict[str, SourceSpec] = {s.name: s for s in [
     SourceSpec("headqa_train", "mcq", "MIT (+ Spanish Ministry of Health reuse terms)",
-               "HEAD-QA English train (5 options)", reader="headqa", local="headqa_en/train_HEAD_EN.json",
+               "HEAD-QA English train (5 options)", reader="headqa", local=_bench("headqa", "train"),
                hub_id="head_qa", hub_config="en", hub_split="train",
                hub_fields={"question": "qtext", "options": "answers.atext", "answer": "ra"}),
     SourceSpec("headqa_dev", "mcq", "MIT (+ Spanish Ministry of Health reuse terms)", "HEAD-QA English dev",
-               reader="headqa", local="headqa_en/dev_HEAD_EN.json", hub_id="head_qa", hub_config="en",
+               reader="headqa", local=_bench("headqa", "dev"), hub_id="head_qa", hub_config="en",
                hub_split="validation"),
     SourceSpec("pubmedqa_pool", "mcq", "MIT", "PubMedQA PQA-L non-test pool (500 expert-labelled)",
-               reader="pubmedqa", local="pubmedqa_pqal/ori_pqal.json", reader_args={"split": "pool"},
+               reader="pubmedqa", local=_bench("pubmedqa", "pool"), reader_args={"split": "pool"},
                hub_id="qiaojin/PubMedQA", hub_config="pqa_labeled"),
     SourceSpec("medmcqa_dev", "mcq", "MIT", "MedMCQA validation (a registered BENCHMARK: decontam removes it)",
-               reader="medmcqa", local="medmcqa_dev/dev.json", hub_id="openlifescienceai/medmcqa",
+               reader="medmcqa", local=_bench("medmcqa", "test"), hub_id="openlifescienceai/medmcqa",
                hub_split="validation"),
     SourceSpec("medmcqa_train", "mcq", "MIT", "MedMCQA train (182k; hub only)",
                hub_id="openlifescienceai/medmcqa", hub_split="train",
@@ -64,10 +71,10 @@ REGISTRY: dict[str, SourceSpec] = {s.name: s for s in [
                hub_id="GBaker/MedQA-USMLE-4-options", hub_split="train",
                hub_fields={"question": "question", "options": "options", "answer": "answer_idx"}),
     SourceSpec("mmlu_medical_dev", "mcq", "MIT", "MMLU medical subjects, dev (5 per subject)", reader="mmlu",
-               local="mmlu_medical/dev"),
+               local=str(Path(_bench("mmlu_anatomy", "dev")).parent)),
     SourceSpec("medsafetybench_train", "qa", "MIT (research use only)",
                "MedSafetyBench train: harmful medical requests with safe responses", reader="medsafetybench",
-               local="medsafetybench/train"),
+               local=_bench("medsafetybench", "train")),
     SourceSpec("hh_rlhf_harmless", "preference", "MIT", "Anthropic HH-RLHF harmless-base (the staged test file)",
                reader="hh_rlhf", local="hh_rlhf_harmless_base_test/test.jsonl.gz", hub_id="Anthropic/hh-rlhf"),
     SourceSpec("medquad", "qa", "CC-BY-4.0", "MedQuAD consumer health QA (Aloe Beta collection; hub only)",
@@ -102,7 +109,7 @@ class SourceConfig(StrictModel):
 
 def resolve_local(spec_path: str, data_dir: str | None) -> Path:
     if spec_path.startswith("pkg:"):
-        return Path(str(files("aloekit").joinpath(spec_path[4:])))
+        return _resolve_pkg(spec_path)
     return _data_dir(data_dir) / spec_path
 
 

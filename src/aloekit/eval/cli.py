@@ -1,17 +1,27 @@
-"""`aloekit eval`: run medical benchmarks, or list them with --list."""
+"""`aloekit eval`: run medical benchmarks, or list them with --list.
+
+`--strategy` answers with a medprompt strategy: the command line (aloekit/cli.py) passes `strategies`, a factory
+of answerers (medprompt/runner.py StrategyAnswerer), since this package does not import another stage."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
 from .. import console as con
 
+# `strategy: <name>`, `strategy_params: {shots, members, ...}` and `db: <folder>` (YAML, --set or flags) answer with a
+# medprompt strategy instead of a scoring mode
+STRATEGY_KEYS = ("strategy", "strategy_params", "db")
 
-def register(app: typer.Typer) -> None:
+
+def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> None:
+    """`strategies(strategy, db=, seed=, params=)` returns an answerer for eval.runner.run (None: --strategy is
+    refused)."""
+
     @app.command("eval")
     def eval_cmd(
         tasks: Optional[str] = typer.Option(None, "--tasks", "-t",
@@ -46,7 +56,9 @@ def register(app: typer.Typer) -> None:
         if list_tasks:
             _print_list(data_dir, as_json)
             return
-        from ..config import load_config
+        from pydantic import ValidationError
+
+        from ..config import _format_validation_error, deep_merge, parse_overrides, read_yaml
         from ..errors import UserError
         from .runner import EvalConfig, check_output, run
 
@@ -56,17 +68,35 @@ def register(app: typer.Typer) -> None:
                  "hub": hub or None, "skip_bad_rows": skip_bad_rows or None, "model.backend": backend,
                  "model.dtype": dtype, "strategy": strategy, "db": str(db) if db else None,
                  "strategy_params.members": members, "strategy_params.shots": shots}
-        # one flag, two caps: the free-text answer of generate scoring, or a strategy's chain of thought
-        flags["strategy_params.max_new_tokens" if strategy else "max_new_tokens"] = max_new_tokens
         overrides = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
-        cfg = load_config(EvalConfig, config, overrides)
-        if cfg.strategy and scoring:
-            raise UserError(f"--scoring {scoring} and --strategy {cfg.strategy} exclude each other; give one")
+        data = deep_merge(read_yaml(config) if config else {}, parse_overrides(overrides))
+        # the strategy keys (in the YAML, --set or the flags) configure the answerer, the rest is an EvalConfig
+        given = {k: data.pop(k) for k in STRATEGY_KEYS if k in data}
+        strategy = given.get("strategy")
+        # one flag, two caps: the free-text answer of generate scoring, or a strategy's chain of thought
+        if max_new_tokens is not None:
+            if strategy:
+                given["strategy_params"] = {**given.get("strategy_params", {}), "max_new_tokens": max_new_tokens}
+            else:
+                data["max_new_tokens"] = max_new_tokens
+        try:
+            cfg = EvalConfig.model_validate(data)
+        except ValidationError as err:
+            raise UserError(_format_validation_error(EvalConfig, err, str(config) if config else "config")) from None
+        if strategy and scoring:
+            raise UserError(f"--scoring {scoring} and --strategy {strategy} exclude each other; give one")
         strategy_only = [f for f, v in (("--db", db), ("--members", members), ("--shots", shots)) if v is not None]
-        if strategy_only and not cfg.strategy:
+        if strategy_only and not strategy:
             raise UserError(f"{', '.join(strategy_only)}: only used with --strategy; add --strategy or drop them")
         check_output(cfg.output)
-        out = run(cfg)
+        answerer = None
+        if strategy:
+            if strategies is None:
+                raise UserError("--strategy: no strategies are installed with this command line")
+            # before the benchmarks and the model: a bad strategy or a missing --db fails at once
+            answerer = strategies(strategy, db=given.get("db"), seed=cfg.seed,
+                                  params=given.get("strategy_params") or {})
+        out = run(cfg, answerer=answerer)
         con.out.print(out["markdown"], highlight=False, markup=False)
         if cfg.output:
             con.note(f"[dim]wrote {cfg.output}/results.json and samples_<task>.jsonl[/dim]")

@@ -1,13 +1,14 @@
 """`run(cfg)`: load the benchmarks, score them, write results.json + samples_<task>.jsonl + a Markdown table.
 
-With `strategy` set, each question is answered by the medprompt engine (zeroshot ... medprompt) instead of a
-scoring mode; accuracy goes through the same metrics and tokens/question are added to each task's results."""
+With an `answerer` (`aloekit eval --strategy`: a medprompt strategy, medprompt/runner.py StrategyAnswerer), each
+question is answered by it instead of a scoring mode; accuracy goes through the same metrics and tokens/question
+are added to each task's results. This package does not import medprompt: the command line composes the two."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, Sequence
 
 from pydantic import Field
 
@@ -15,7 +16,6 @@ from .. import console as con
 from ..config import ModelConfig, SamplingConfig, StrictModel
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from ..medprompt.config import Strategy, StrategyConfig
 from . import metrics as M
 from .data import LETTERS
 from .scoring import generate_answers, parse_answer, score_letter, score_loglik
@@ -33,10 +33,6 @@ class EvalConfig(StrictModel):
     hub: bool = False  # load from the Hugging Face hub instead of --data-dir
     skip_bad_rows: bool = False
     max_new_tokens: int = Field(256, ge=1, description="generate scoring only")
-    strategy: Strategy | None = Field(None, description="answer with this medprompt strategy instead of `scoring`")
-    # shots, members, chain length ... of the strategy; its `strategy` and `seed` come from the keys above
-    strategy_params: StrategyConfig = Field(default_factory=StrategyConfig)
-    db: str | None = Field(None, description="example database folder (fewshot, knn, medprompt)")
     seed: int = 0
     output: str | None = None
 
@@ -46,20 +42,28 @@ COMPUTE_KEYS = ("generated_tokens_per_question", "prompt_tokens_per_question", "
                 "seconds_per_question")
 
 
-def run(cfg: EvalConfig, backend=None, db=None) -> dict[str, Any]:
-    """Evaluate and return the results dict (also written to cfg.output/results.json when output is set).
-    `db`: an already loaded example database for the strategies that need one (else loaded from cfg.db)."""
+class Answerer(Protocol):
+    """Answers single-choice questions itself (a strategy): `answer` returns one dict per doc with the option
+    letter in "pred" (None: no answer), and a summary with the COMPUTE_KEYS."""
+
+    name: str
+
+    def answer(self, backend, docs: Sequence, task: str) -> tuple[list[dict], dict]: ...
+
+    def inputs(self) -> dict[str, str]: ...  # files it reads, for the run manifest
+
+    def record(self) -> dict[str, Any]: ...  # what results.json keeps under "strategy" (name, params, ...)
+
+
+def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict[str, Any]:
+    """Evaluate and return the results dict (also written to cfg.output/results.json when output is set)."""
     names, groups = expand(cfg.tasks)
-    params = None
-    if cfg.strategy:
-        from ..medprompt.runner import load_db
+    strategy = answerer.name if answerer is not None else None
+    if answerer is not None:
         not_mcq = [n for n in names if TASKS[n].kind != "mcq"]
         if not_mcq:
-            raise UserError(f"--strategy {cfg.strategy}: strategies answer single-choice questions; "
+            raise UserError(f"--strategy {strategy}: strategies answer single-choice questions; "
                             f"{', '.join(not_mcq)} are not (drop them, or score them without --strategy)")
-        params = cfg.strategy_params.model_copy(update={"strategy": cfg.strategy, "seed": cfg.seed})
-        if db is None:  # before the benchmarks and the model: a missing --db fails at once
-            db = load_db([params], cfg.db, params.embedding_model)
     root = data_root(names, cfg.data_dir, cfg.hub)
     t0 = time.time()
 
@@ -75,8 +79,8 @@ def run(cfg: EvalConfig, backend=None, db=None) -> dict[str, Any]:
     if cfg.output:
         from ..rundir import RunDir
         inputs = {n: r.source for n, r in loaded.items() if Path(r.source).exists()}
-        if cfg.strategy and cfg.db:
-            inputs["db"] = str(Path(cfg.db) / "records.jsonl")
+        if answerer is not None:
+            inputs.update(answerer.inputs())
         run_dir = RunDir(cfg.output, "eval", cfg, seed=cfg.seed, inputs=inputs)
     t1 = time.time()
     if backend is None:
@@ -95,7 +99,7 @@ def run(cfg: EvalConfig, backend=None, db=None) -> dict[str, Any]:
         task, rows = TASKS[name], loaded[name]
         docs = rows.docs
         scoring = cfg.scoring if cfg.scoring in task.modes else "loglik"
-        if cfg.strategy:
+        if answerer is not None:
             scoring = "strategy"
         elif scoring != cfg.scoring:
             con.note(f"{name}: scored with loglik ({cfg.scoring} does not apply to {task.kind})")
@@ -103,8 +107,7 @@ def run(cfg: EvalConfig, backend=None, db=None) -> dict[str, Any]:
         texts: list[str | None] = [None] * len(docs)
         answers: list[dict | None] = [None] * len(docs)  # the medprompt engine's result per question
         if scoring == "strategy":
-            from ..medprompt.runner import run_strategy
-            answers, strategy_summaries[name] = run_strategy(backend, docs, params, db, name)
+            answers, strategy_summaries[name] = answerer.answer(backend, docs, name)
             scores = [None] * len(docs)
             preds = [LETTERS.index(a["pred"]) if a["pred"] else -1 for a in answers]
         elif scoring == "loglik":
@@ -131,7 +134,7 @@ def run(cfg: EvalConfig, backend=None, db=None) -> dict[str, Any]:
         configs[name] = {"task": name, "title": task.title, "kind": task.kind, "scoring": scoring,
                          "source": rows.source, "target_delimiter": task.delimiter,
                          "prompt": "loglik context, e.g. " + repr(docs[0].context[-200:])
-                         if scoring == "loglik" else f"chat template; {cfg.strategy or scoring}"}
+                         if scoring == "loglik" else f"chat template; {strategy or scoring}"}
         samples[name] = [_sample(*row) for row in zip(docs, scores, preds, texts, per, answers)]
 
     for g, members in groups.items():
@@ -146,16 +149,15 @@ def run(cfg: EvalConfig, backend=None, db=None) -> dict[str, Any]:
         "configs": configs,
         "config": {"model": cfg.model.name, "backend": cfg.model.backend,
                    "dtype": str(getattr(backend, "dtype", cfg.model.dtype)).replace("torch.", ""),
-                   "batch_size": cfg.model.batch_size, "scoring": "strategy" if cfg.strategy else cfg.scoring,
-                   "strategy": cfg.strategy, "limit": cfg.limit, "seed": cfg.seed,
+                   "batch_size": cfg.model.batch_size, "scoring": "strategy" if strategy else cfg.scoring,
+                   "strategy": strategy, "limit": cfg.limit, "seed": cfg.seed,
                    "data_dir": "hub" if cfg.hub else str(root) if root else "none (bundled tasks only)"},
         "versions": _versions(),
         "timings_s": {"load_data": round(t_load_data, 3), "load_model": round(t_load_model, 3),
                       "scoring": timings, "total": round(time.time() - t0, 3)},
     }
-    if cfg.strategy:
-        out["strategy"] = {"name": cfg.strategy, "params": params.model_dump(mode="json"), "db": cfg.db,
-                           "db_meta": getattr(db, "meta", None), "summaries": strategy_summaries}
+    if answerer is not None:
+        out["strategy"] = {**answerer.record(), "summaries": strategy_summaries}
     table = markdown(out)
     if run_dir is not None:
         for name in names:
@@ -163,9 +165,19 @@ def run(cfg: EvalConfig, backend=None, db=None) -> dict[str, Any]:
         atomic_write_json(run_dir.output("results", "results.json"), out)
         atomic_write_text(run_dir.output("table", "results.md"), table)
         run_dir.finish(**{f"{n}/{k.split(',')[0]}": v for n in names for k, v in results[n].items()
-                          if k.endswith(",none") and "_stderr" not in k})
+                          if k.endswith(",none") and "_stderr" not in k}, metrics=benchmark_metrics(out))
     out["samples"] = samples
     out["markdown"] = table
+    return out
+
+
+def benchmark_metrics(results: dict) -> dict[str, float]:
+    """The run's metrics map: "<task or group>.<metric>" for every lm-eval metric (stderrs left out)."""
+    out = {}
+    for task, res in results["results"].items():
+        for k, v in res.items():
+            if k.endswith(",none") and "_stderr" not in k and isinstance(v, (int, float)):
+                out[f"{task}.{k.split(',')[0]}"] = float(v)
     return out
 
 
@@ -173,8 +185,8 @@ def eval_model_config(model: ModelConfig) -> ModelConfig:
     """On CPU, `auto` means float32 for evaluation: bf16 matmuls round differently with the batch shape, which
     flips ~1 answer in 60 between batch sizes, and fp32 matches lm-eval's numbers exactly."""
     if model.dtype == "auto" and model.backend == "hf":
-        from ..backends.hf import pick_device
-        if pick_device(model.device) == "cpu":
+        from ..backends import resolve_device
+        if resolve_device(model.device) == "cpu":
             return model.model_copy(update={"dtype": "float32"})
     return model
 

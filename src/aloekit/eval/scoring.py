@@ -12,18 +12,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 from .. import console as con
+from ..benchmarks import LETTERS, listed, loglik_request
+from ..benchmarks import Question as Doc
+from ..benchmarks.prompts import GENERATE_INSTRUCTION, LETTER_INSTRUCTION, LETTER_PREFIX, parse_answer
 from ..config import SamplingConfig
 from ..errors import UserError
-from .data import LETTERS, Doc, listed
 
-LETTER_INSTRUCTION = "Answer with the letter of the correct option."
-LETTER_PREFIX = "Answer:"
-GENERATE_INSTRUCTION = ("Think it through briefly, then end your reply with a line 'Answer: X', where X is the "
-                        "letter of the correct option.")
+__all__ = ["GENERATE_INSTRUCTION", "LETTER_INSTRUCTION", "LETTER_PREFIX", "generate_answers", "parse_answer",
+           "score_letter", "score_loglik"]
 
 
 def _chunks(backend) -> int:
@@ -42,8 +41,7 @@ def score_loglik(backend, docs: Sequence[Doc], delimiter: str, desc: str) -> lis
     with con.progress(desc, len(docs)) as bar:
         for s in range(0, len(order), step):
             idx = order[s:s + step]
-            res = backend.loglikelihood_batch([(docs[i].context, [delimiter + o for o in docs[i].options])
-                                               for i in idx])
+            res = backend.loglikelihood_batch([loglik_request(docs[i], delimiter) for i in idx])
             for i, r in zip(idx, res):
                 out[i] = list(r)
             bar.advance(len(idx))
@@ -75,33 +73,6 @@ def score_letter(backend, docs: Sequence[Doc], desc: str) -> list[list[float]]:
                 out[i] = list(r)
             bar.advance(len(idx))
     return out  # type: ignore[return-value]
-
-
-_ANSWER = re.compile(r"answer(?:\s+is)?\s*[:\-]?\s*[*(\[]*\s*([A-J])\b", re.IGNORECASE)
-_LETTER = re.compile(r"(?<![A-Za-z'])\(?([A-J])\)?(?![A-Za-z'])")
-_LABEL_LINE = re.compile(r"^[ \t]*\(?([A-J])[.)]\s", re.MULTILINE)
-
-
-def parse_answer(text: str, n_options: int) -> int:
-    """Index of the chosen option, or -1. `Answer: X` wins (the last one); else the last standalone option
-    letter, skipping 'A'/'I' used as words ('A patient ...') and the labels of an option list the model wrote
-    out (small models often echo "A. yes / B. no": that names no answer, and reading its last label as one
-    would make a wrong chain look right)."""
-    valid = LETTERS[:n_options]
-    hits = [m.group(1).upper() for m in _ANSWER.finditer(text) if m.group(1).upper() in valid]
-    if hits:
-        return valid.index(hits[-1])
-    labels = list(_LABEL_LINE.finditer(text))
-    listed_at = {m.start(1) for m in labels} if len({m.group(1) for m in labels}) >= 2 else set()
-    for m in reversed(list(_LETTER.finditer(text))):
-        letter = m.group(1)
-        if letter not in valid or m.start(1) in listed_at:
-            continue
-        after = text[m.end():m.end() + 2]
-        if letter in "AI" and not m.group(0).startswith("(") and re.match(r" [a-z]", after):
-            continue
-        return valid.index(letter)
-    return -1
 
 
 def generate_answers(backend, docs: Sequence[Doc], sampling: SamplingConfig, desc: str) -> list[str]:

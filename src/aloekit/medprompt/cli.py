@@ -39,25 +39,17 @@ def register(app: typer.Typer) -> None:
         sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.sub=value."),
     ) -> None:
         """Self-generated chains of thought over a training pool, kept where they reach the gold answer."""
-        from ..backends import load_backend
         from ..config import load_config
         from ..paths import data_dir as resolve_data_dir
         from .config import DBConfig
-        from .db import build_db
-        from .pools import load_pool
+        from .db import build_from_config
         cfg = load_config(DBConfig, config, _overrides(sets, {
             "model.name": model, "pool": pool, "teacher.name": teacher, "output": str(output) if output else None,
             "limit": limit, "embedding_model": embedding_model, "max_new_tokens": max_new_tokens,
             "data_dir": str(data_dir) if data_dir else None, "model.backend": backend, "seed": seed}))
         root = None if cfg.pool == "medmcqa" or cfg.pool.endswith((".jsonl", ".json")) else \
             resolve_data_dir(cfg.data_dir)
-        rows = load_pool(cfg.pool, root, limit=cfg.limit)
-        # fail on the embedding model before minutes of generation
-        from .db import Embedder
-        Embedder(cfg.embedding_model)
-        gen_cfg = cfg.teacher.model_copy(update={"backend": cfg.teacher.backend}) if cfg.teacher else cfg.model
-        be = load_backend(gen_cfg)
-        meta = build_db(be, rows.docs, cfg, model_name=gen_cfg.name, pool_source=rows.source)
+        meta, _ = build_from_config(cfg, root)
         con.out.print(json.dumps(meta, indent=2), highlight=False, markup=False)
 
     @mp.command("eval")

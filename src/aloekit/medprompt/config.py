@@ -1,9 +1,9 @@
 """Configs of the medprompt stage: how to answer (StrategyConfig), how to build the example database (DBConfig),
-and the `medprompt eval` run (MedpromptEvalConfig)."""
+the `medprompt eval` run (MedpromptEvalConfig) and the recipe stage that does both (MedpromptStageConfig)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -81,4 +81,23 @@ class MedpromptEvalConfig(StrictModel):
     skip_bad_rows: bool = False
     limit: int | None = Field(None, ge=1)
     output: str | None = None
+    seed: int = 0
+
+
+class MedpromptStageConfig(StrictModel):
+    """The recipe's medprompt stage: build an example database with the model (when a strategy needs one), then
+    compare strategies on a benchmark. Writes db/ (`aloekit medprompt build-db`) and eval/ (`medprompt eval`)."""
+
+    model: str = "smollm2-135m-instruct"
+    teacher: str | None = None
+    backend: ModelConfig = Field(default_factory=ModelConfig, description="backend settings; name is filled in")
+    pool: str = "pkg:resources/demo_corpus/mcq.jsonl"
+    pool_limit: int | None = Field(None, ge=1)
+    task: str = "aloekit_demo"
+    hub: bool = Field(False, description="load the task from the hub instead of the data dir")
+    limit: int | None = Field(None, ge=1)
+    strategies: list[str] = Field(default_factory=lambda: ["zeroshot", "cot", "medprompt"])
+    db: dict[str, Any] = Field(default_factory=dict, description="more DBConfig keys (max_new_tokens, ...)")
+    params: dict[str, Any] = Field(default_factory=dict, description="StrategyConfig keys (shots, members, ...)")
+    data_dir: str | None = None
     seed: int = 0

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import console as con
+from ..benchmarks import Question as Doc
+from ..benchmarks import listed, parse_answer
 from ..config import SamplingConfig
 from ..errors import UserError
-from ..eval.data import Doc, listed
-from ..eval.scoring import parse_answer
 from ..extras import require
 from ..io import atomic_write_json, atomic_write_jsonl
 from .config import DEFAULT_EMBEDDER, DBConfig
@@ -336,3 +336,16 @@ def build_db(backend, docs: Sequence[Doc], cfg: DBConfig, output: str | os.PathL
             "max_new_tokens": cfg.max_new_tokens, "retry_temperatures": cfg.retry_temperatures}
     atomic_write_json(out / "db.json", meta)
     return meta
+
+
+def build_from_config(cfg: DBConfig, root: Path | None):
+    """`aloekit medprompt build-db` and the recipe's medprompt stage: load the pool, check the embedding model
+    (before minutes of generation), load the model that writes the chains and build. Returns (meta, backend):
+    the stage goes on with the same backend when the chains' model is the one it evaluates."""
+    from ..backends import load_backend
+    from .pools import load_pool
+    rows = load_pool(cfg.pool, root, limit=cfg.limit)
+    Embedder(cfg.embedding_model)
+    gen = cfg.teacher or cfg.model
+    backend = load_backend(gen)
+    return build_db(backend, rows.docs, cfg, model_name=gen.name, pool_source=rows.source), backend

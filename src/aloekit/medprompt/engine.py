@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import console as con
+from ..benchmarks import LETTERS, parse_answer
+from ..benchmarks import Question as Doc
 from ..config import SamplingConfig
 from ..errors import UserError
-from ..eval.data import LETTERS, Doc
-from ..eval.scoring import parse_answer
 from . import vote as V
 from .config import StrategyConfig
 from .prompts import build_chat

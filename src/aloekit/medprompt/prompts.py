@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ..eval.data import LETTERS, listed
-from ..eval.scoring import GENERATE_INSTRUCTION
+from ..benchmarks import GENERATE_INSTRUCTION, LETTERS, listed
 
 COT_INSTRUCTION = GENERATE_INSTRUCTION
 DIRECT_INSTRUCTION = "Reply only with a line 'Answer: X', where X is the letter of the correct option."

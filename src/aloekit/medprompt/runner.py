@@ -15,10 +15,11 @@ from .engine import evaluate, summarize
 
 
 def load_task_docs(task: str, data_dir: str | None, hub: bool, skip_bad: bool, limit: int | None):
-    from ..eval.tasks import TASKS, data_root
-    if task not in TASKS:
-        raise UserError(f"--task: unknown task '{task}'; valid: {', '.join(TASKS)}")
-    t = TASKS[task]
+    from ..benchmarks import data_root, question_benchmarks
+    tasks = question_benchmarks()  # what `aloekit eval --list` lists
+    if task not in tasks:
+        raise UserError(f"--task: unknown task '{task}'; valid: {', '.join(tasks)}")
+    t = tasks[task]
     if t.kind != "mcq":
         raise UserError(f"--task {task}: medprompt strategies answer single-choice questions (mcq tasks) only")
     return t.load(data_root([task], data_dir, hub), skip_bad, limit)
@@ -89,5 +90,45 @@ def run(cfg: MedpromptEvalConfig, backend=None, db=None) -> dict[str, Any]:
         atomic_write_text(run_dir.output("table", "results.md"), markdown(cfg.task, summaries))
         plot_accuracy_vs_tokens(summaries, run_dir.output("plot", "accuracy_vs_tokens.png"),
                                 f"{cfg.task}, {cfg.model.name}")
-        run_dir.finish(**{f"{k}_accuracy": v["accuracy"] for k, v in summaries.items()})
+        run_dir.finish(**{f"{k}_accuracy": v["accuracy"] for k, v in summaries.items()},
+                       metrics=strategy_metrics(summaries))
     return out
+
+
+def strategy_metrics(summaries: dict[str, dict]) -> dict[str, float]:
+    """The run's metrics map: each strategy's accuracy and generated tokens per question."""
+    m = {}
+    for s, v in summaries.items():
+        m[f"{s}.accuracy"] = v["accuracy"]
+        m[f"{s}.generated_tokens_per_question"] = v["generated_tokens_per_question"]
+    return m
+
+
+class StrategyAnswerer:
+    """A strategy answering a benchmark's questions, for the eval runner (`aloekit eval --strategy`): the same
+    `run_strategy` as `aloekit medprompt eval`, behind eval's `Answerer` protocol (eval/runner.py). The example
+    database is loaded here, so a missing --db fails before any benchmark or model is loaded."""
+
+    def __init__(self, strategy: str, params: StrategyConfig | dict | None = None, db: str | None = None,
+                 seed: int = 0, loaded_db=None):
+        from pydantic import ValidationError
+
+        from ..config import _format_validation_error
+        base = params.model_dump() if isinstance(params, StrategyConfig) else dict(params or {})
+        try:
+            self.params = StrategyConfig.model_validate({**base, "strategy": strategy, "seed": seed})
+        except ValidationError as err:
+            raise UserError(_format_validation_error(StrategyConfig, err, "--strategy")) from None
+        self.name = self.params.strategy
+        self.db_dir = db
+        self.db = loaded_db if loaded_db is not None else load_db([self.params], db, self.params.embedding_model)
+
+    def inputs(self) -> dict[str, str]:
+        return {"db": str(Path(self.db_dir) / "records.jsonl")} if self.db_dir else {}
+
+    def answer(self, backend, docs, task: str) -> tuple[list[dict], dict]:
+        return run_strategy(backend, docs, self.params, self.db, task)
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params.model_dump(mode="json"), "db": self.db_dir,
+                "db_meta": getattr(self.db, "meta", None)}

@@ -257,9 +257,9 @@ def post_checks(folder: Path, cfg: MergeConfig, tokenizer: ModelInfo) -> dict[st
     """Same vocab, same chat template, finite weights, and the model generates. Any failure is an error."""
     import safetensors
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from ..backends.hf import HFBackend, pick_device, pick_dtype
+    from ..backends import load_backend
     from ..config import ModelConfig, SamplingConfig
 
     tok = AutoTokenizer.from_pretrained(folder)
@@ -282,15 +282,13 @@ def post_checks(folder: Path, cfg: MergeConfig, tokenizer: ModelInfo) -> dict[st
                     bad.append(k)
     checks["finite_weights"] = not bad
     checks["parameters"] = n_params
-    mcfg = ModelConfig(name=str(folder), dtype="auto", batch_size=1)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=pick_dtype(mcfg.dtype, pick_device(mcfg.device)))
-    be = HFBackend(mcfg, model=model, tokenizer=tok)
+    be = load_backend(ModelConfig(name=str(folder), dtype="auto", batch_size=1))
     prompt = [{"role": "user", "content": cfg.check_prompt}] if template else cfg.check_prompt
     c = be.generate([prompt], SamplingConfig(max_new_tokens=cfg.check_max_new_tokens, seed=cfg.seed))[0][0]
     checks["generation"] = {"prompt": cfg.check_prompt, "text": c.text, "tokens": c.completion_tokens}
     # a random test model may well generate only whitespace: "works" means it decodes tokens without error
     checks["generates"] = c.completion_tokens > 0
-    del be, model
+    del be
     failed = [k for k in ("same_vocab", "same_chat_template", "finite_weights", "generates") if not checks[k]]
     if failed:
         detail = f" (non-finite: {', '.join(bad[:3])})" if bad else ""
@@ -392,7 +390,7 @@ def run(cfg: MergeConfig, scorer: Scorer | None = None) -> dict[str, Any]:
         if table:
             result["best"] = table[0]
             result["candidates"] = len(table)
-        rd.finish(result=result)
+        rd.finish(result=result, metrics={f"check.{k}": float(bool(v)) for k, v in result["checks"].items()})
     return result
 
 

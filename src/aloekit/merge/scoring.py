@@ -1,72 +1,49 @@
 """The merge search's built-in scorer: multiple-choice accuracy on small dev sets, by loglikelihood.
 
 Dev sets never touch a benchmark's test split: PubMedQA uses the 500 PQA-L ids outside the official test ids,
-MMLU the 5-shot dev rows, HEAD-QA its dev exams. Prompts follow lm-evaluation-harness's zero-shot formats, so the
+MMLU the 5-shot dev rows, HEAD-QA its dev exams (questions without images). The questions and their prompts come
+from the benchmark layer: each is scored exactly as `aloekit eval --scoring loglik` scores that benchmark, so the
 accuracy moves the way the real benchmarks do, only on far fewer items.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
 from pathlib import Path
 
+from ..benchmarks import GROUPS, REGISTRY, Question, load_many, loglik_request
 from ..errors import UserError
-from ..io import read_text_utf8
 from ..paths import data_dir as find_data_dir
 from .config import DevSet, MergeConfig
 
 Item = tuple[str, list[str], int]  # context, continuations, index of the right one
 
-
-def _pubmedqa(root: Path) -> list[Item]:
-    folder = root / "pubmedqa_pqal"
-    data = json.loads(read_text_utf8(folder / "ori_pqal.json"))
-    test = set(json.loads(read_text_utf8(folder / "test_ground_truth.json")))
-    items = []
-    for pmid in sorted(k for k in data if k not in test):
-        r = data[pmid]
-        ctx = f"Abstract: {' '.join(r['CONTEXTS'])}\nQuestion: {r['QUESTION']}\nAnswer:"
-        items.append((ctx, [" yes", " no", " maybe"], ["yes", "no", "maybe"].index(r["final_decision"])))
-    return items
+# dev set -> (registered benchmarks, the split read); the order of the questions is fixed (by id) so that a
+# `limit` sample is the same for every candidate and every run
+DEV_SETS: dict[str, tuple[list[str], str]] = {
+    "pubmedqa_dev": (["pubmedqa"], "pool"),
+    "mmlu_medical_dev": (GROUPS["mmlu_medical"], "dev"),
+    "headqa_dev": (["headqa"], "dev"),
+}
 
 
-def _mmlu(root: Path) -> list[Item]:
-    items = []
-    for f in sorted((root / "mmlu_medical" / "dev").glob("*_dev.csv")):
-        subject = f.name[: -len("_dev.csv")].replace("_", " ")
-        for row in csv.reader(io.StringIO(read_text_utf8(f, newline=""), newline="")):
-            q, opts, ans = row[0], row[1:5], row[5].strip()
-            ctx = (f"The following are multiple choice questions (with answers) about {subject}.\n\n{q.strip()}\n"
-                   + "".join(f"{L}. {o.strip()}\n" for L, o in zip("ABCD", opts)) + "Answer:")
-            items.append((ctx, [" A", " B", " C", " D"], "ABCD".index(ans)))
-    return items
-
-
-def _headqa(root: Path) -> list[Item]:
-    exams = json.loads(read_text_utf8(root / "headqa_en" / "dev_HEAD_EN.json"))["exams"]
-    items = []
-    for name in sorted(exams):
-        for q in exams[name]["data"]:
-            if q.get("image"):
-                continue
-            answers = sorted(q["answers"], key=lambda a: int(a["aid"]))
-            right = [int(a["aid"]) for a in answers].index(int(q["ra"]))
-            items.append((f"Question: {q['qtext']}\nAnswer:", [" " + a["atext"] for a in answers], right))
-    return items
-
-
-LOADERS = {"pubmedqa_dev": _pubmedqa, "mmlu_medical_dev": _mmlu, "headqa_dev": _headqa}
+def _questions(name: str, root: Path) -> list[Question]:
+    names, split = DEV_SETS[name]
+    docs = load_many(names, root, split).docs
+    if name == "pubmedqa_dev":
+        docs = sorted(docs, key=lambda q: q.id)  # by PMID
+    elif name == "headqa_dev":
+        docs = sorted((q for q in docs if not q.source.get("image")), key=lambda q: q.source["exam"])
+    return docs
 
 
 def dev_items(dev: DevSet, root: Path, seed: int) -> list[Item]:
     try:
-        items = LOADERS[dev.name](root)
-    except FileNotFoundError as e:
-        raise UserError(f"search.dev_sets: {dev.name} needs {e.filename}; set search.data_dir or "
-                        "ALOEKIT_DATA_DIR") from None
+        docs = _questions(dev.name, root)
+    except UserError as e:
+        raise UserError(f"search.dev_sets: {dev.name}: {e}; set search.data_dir or ALOEKIT_DATA_DIR") from None
+    names = DEV_SETS[dev.name][0]
+    items = [(*loglik_request(q, REGISTRY[names[0]].delimiter), q.gold) for q in docs]
     if dev.limit and dev.limit < len(items):
         items = random.Random(seed).sample(items, dev.limit)
     return items

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config import ModelConfig, StrictModel
-
-Kind = Literal["data", "sft", "dpo", "merge", "redteam", "medprompt"]
-MODEL_KINDS = ("sft", "dpo", "merge")  # stages whose output is a model folder
+from ..errors import UserError
 
 
 class Launch(StrictModel):
@@ -50,12 +48,21 @@ class Estimate(StrictModel):
 
 
 class StageSpec(StrictModel):
-    kind: Kind
+    kind: str = Field(description="a stage kind of the registry (recipe/registry.py): data, sft, dpo, merge, "
+                                  "redteam, medprompt, or one registered by a plugin")
     config: dict[str, Any] = Field(default_factory=dict)
     with_data: dict[str, Any] = Field(default_factory=dict,
                                       description="merged into config when the shared data dir exists")
     launch: Launch | None = None
     estimate: Estimate = Field(default_factory=Estimate)
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from . import registry
+        if v not in registry.kinds():
+            raise ValueError(f"unknown stage kind '{v}'; known: {', '.join(registry.kinds())}")
+        return v
 
 
 class BenchmarkSpec(StrictModel):
@@ -126,3 +133,22 @@ class RecipeConfig(StrictModel):
     report: bool = True
     model_card: dict[str, Any] = Field(default_factory=dict,
                                        description="license, language, datasets, tags for the card")
+
+
+CARD_KEYS = ("license", "language", "datasets", "tags")
+
+
+def check_model_card(section: dict[str, Any], where: str = "model_card") -> None:
+    """The recipe's `model_card:` section (license, language, datasets, tags for the card); checked before any stage
+    runs, and again by the report when it reads a run's recipe.yaml."""
+    if not isinstance(section, dict):
+        raise UserError(f"{where}: expected a mapping with {', '.join(CARD_KEYS)}")
+    unknown = sorted(set(section) - set(CARD_KEYS))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CARD_KEYS)}")
+    if section.get("license") is not None and not isinstance(section["license"], str):
+        raise UserError(f"{where}.license: give one hub license id, e.g. apache-2.0")
+    for k in ("language", "datasets", "tags"):
+        v = section.get(k)
+        if v is not None and not (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
+            raise UserError(f"{where}.{k}: give a string or a list of strings")

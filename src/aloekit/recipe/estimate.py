@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import models as M
-from .plan import Plan, Stage, _get_all
+from .plan import Plan, Stage, _get_all, resolved_config
 
 H100_FLOPS = 989e12
 MFU_TRAIN, MFU_SCORE = 0.40, 0.50
@@ -46,14 +46,16 @@ def params_of(name: str) -> float | None:
 
 
 def _root_params(plan: Plan, st: Stage) -> float | None:
+    """Parameters of the model the stage runs: the model evaluated, a model stage's root model, else the first
+    model field of the stage (a "@stage" there: that stage's root model)."""
     by = plan.by_name()
-    if st.kind == "eval":
-        of = st.of
-        name = by[of].root if of in by else plan.recipe.models.get(of)
+    if st.of is not None:
+        name = by[st.of].root if st.of in by else plan.recipe.models.get(st.of)
     elif st.root:
         name = st.root
     else:
-        vals = [v for p in ("model", "model.name", "cot.teacher.name") for _, v in _get_all(st.config, p)]
+        fields = st.spec.model_fields[:1]
+        vals = [v for p in fields for _, v in _get_all(st.config, p)]
         name = next((v for v in vals if not v.startswith("@")), None)
         if name is None and vals:
             name = by[vals[0][1:]].root
@@ -65,66 +67,29 @@ def _gen_hours(tokens: float, p: float) -> float:
 
 
 def estimate_stage(plan: Plan, st: Stage) -> dict[str, Any]:
-    c, hint = st.config, (st.estimate.model_dump() if st.estimate else {})
+    """The stage's own estimate (its Stage.estimate on its validated config), the recipe's `estimate:` hints on
+    top, priced with the parameter count of the model it runs."""
+    from .stages import build_config
+    est = st.spec.estimate(build_config(st.spec, resolved_config(plan, st), f"stages.{st.name}", None))
+    hint = st.estimate.model_dump() if st.estimate else {}
     p = _root_params(plan, st)
-    row: dict[str, Any] = {"stage": st.name, "kind": st.kind, "params": p, "train_tokens": None,
-                           "generated_tokens": None, "scored_tokens": None, "gpu_hours": None, "disk_gb": None}
-    if st.kind == "eval":
-        ev = plan.recipe.evaluation
-        hint = ev.estimate.model_dump()
-        b = c.get("benchmarks")
-        if b and not hint.get("scored_tokens"):
-            # multimedqa-sized default: ~7k questions x 4 options x 250 tokens when no limit is set
-            n = (b.get("limit") or 800) * max(len(b.get("tasks", [])), 1)
-            row["scored_tokens"] = n * 4 * 250
-        s = c.get("safety")
-        if s:
-            per = (s.get("budget", 100) + (s.get("xstest", {}).get("limit") or 50)
-                   + (s.get("medsafety_refusal", {}).get("limit") or 45))
-            row["generated_tokens"] = per * (s.get("sampling", {}).get("max_new_tokens") or 96)
-    elif st.kind == "data":
-        cot = c.get("cot", {})
-        if cot.get("enabled"):
-            row["generated_tokens"] = (cot.get("max_records", 16) * cot.get("max_attempts", 2)
-                                       * (cot.get("sampling", {}).get("max_new_tokens") or 256))
-        row["disk_gb"] = 0.01
-    elif st.kind == "redteam":
-        per = c.get("budget", 100) + (c.get("xstest", {}).get("limit") or 50) + \
-            (c.get("medsafety_refusal", {}).get("limit") or 45)
-        row["generated_tokens"] = per * (c.get("sampling", {}).get("max_new_tokens") or 96)
-    elif st.kind == "medprompt":
-        members = c.get("params", {}).get("members", 5)
-        mnt = c.get("db", {}).get("max_new_tokens", 192)
-        row["generated_tokens"] = ((c.get("pool_limit") or 500) * 3 + (c.get("limit") or 500) * (2 + members)) * mnt
-    elif st.kind in ("sft", "dpo"):
-        if not hint.get("train_tokens"):
-            if st.kind == "dpo":
-                pairs = sum((s.get("max_pairs") or 0) for s in c.get("stages", []))
-                epochs = max((s.get("optim", {}).get("epochs", 1.0) for s in c.get("stages", [])), default=1.0)
-                row["train_tokens"] = pairs * 2 * c.get("max_length", 512) * epochs if pairs else None
-        full = c.get("method", "lora" if st.kind == "sft" else "full") == "full"
-        if p:
-            row["disk_gb"] = (2 * p + (c.get("save_total_limit", 2) * (2 + 12) * p if full else 0.05 * p)) / 1e9
-    elif st.kind == "merge" and p:
-        row["disk_gb"] = 2 * p / 1e9
+    row: dict[str, Any] = {"stage": st.name, "kind": st.kind, "params": p, "train_tokens": est.train_tokens,
+                           "generated_tokens": est.generated_tokens, "scored_tokens": est.scored_tokens,
+                           "gpu_hours": None, "disk_gb": est.disk_gb}
     for k in ("train_tokens", "generated_tokens", "scored_tokens"):
         if hint.get(k):
             row[k] = hint[k]
+    if p and est.disk_bytes_per_param is not None:
+        row["disk_gb"] = (row["disk_gb"] or 0.0) + est.disk_bytes_per_param * p / 1e9
     if p:
         hours = 0.0
-        if row["train_tokens"]:
-            full = c.get("method", "lora" if st.kind == "sft" else "full") == "full"
-            f = (6 if full else 4) * p * row["train_tokens"]
-            if st.kind == "dpo":
-                f = f * 2 + (0 if c.get("precompute_ref_log_probs") else 2 * p * row["train_tokens"] * 2)
-            hours += f / (H100_FLOPS * MFU_TRAIN) / 3600
+        if row["train_tokens"] and est.train_flops_per_param_token:
+            hours += est.train_flops_per_param_token * p * row["train_tokens"] / (H100_FLOPS * MFU_TRAIN) / 3600
         if row["scored_tokens"]:
             hours += 2 * p * row["scored_tokens"] / (H100_FLOPS * MFU_SCORE) / 3600
         if row["generated_tokens"]:
             hours += _gen_hours(row["generated_tokens"], p)
-        if st.kind == "merge":
-            hours += 0.1  # streaming a few models through mergekit: I/O bound, minutes
-        row["gpu_hours"] = hours
+        row["gpu_hours"] = hours + est.extra_gpu_hours
     return row
 
 

@@ -17,23 +17,13 @@ from typing import Any
 
 from ..errors import UserError
 from ..paths import data_dir as find_data_dir
-from .config import MODEL_KINDS, RecipeConfig
+from . import registry
+from .config import RecipeConfig
 
 STAGE_FORMAT = 1  # bump when a stage's on-disk output changes shape: old outputs are then recomputed
 
-# Where each kind keeps model names ("a[]" walks a list). Values there may be a key of `models`, a declared
-# model, or "@stage" of a model stage.
-MODEL_FIELDS: dict[str, list[str]] = {
-    "data": ["cot.teacher.name"],
-    "sft": ["model"],
-    "dpo": ["model"],
-    "merge": ["base_model", "models[].model", "tokenizer_from"],
-    "redteam": ["model.name", "llm_judge.model.name", "pairs.chosen_model.name"],
-    "medprompt": ["model", "teacher"],
-    "eval": ["model.name"],
-}
-# The field that says which model a stage starts from (its lineage; the default reference of its gates).
-PRIMARY_MODEL = {"sft": "model", "dpo": "model", "merge": "base_model"}
+# Which fields of a stage hold models, datasets and its lineage: its Stage object (aloekit/stage.py) says.
+# A model field's value may be a key of `models`, a declared model, or "@stage" of a model stage.
 
 
 @dataclass
@@ -49,6 +39,11 @@ class Stage:
     dir: Path = Path()
     starts_from: str | None = None  # model stages: the stage or models-key their model comes from
     root: str | None = None  # the declared model at the start of this model's lineage
+
+    @property
+    def spec(self):
+        """The kind's Stage object (aloekit/stage.py)."""
+        return registry.get(self.kind)
 
 
 @dataclass
@@ -152,15 +147,24 @@ def _effective(kind: str, spec_cfg: dict, with_data: dict, has_data: bool, seed:
             raise UserError(f"'{banned}' is set by the recipe runner (stages live under the recipe's output); "
                             "remove it from the stage config")
     cfg.setdefault("seed", seed)
-    if kind in ("data", "redteam", "medprompt"):
+    if "data_dir" in registry.get(kind).config.model_fields:  # a stage that reads the shared data gets its folder
         cfg.setdefault("data_dir", data_dir)
     return cfg
+
+
+def makes_model(st: Stage) -> bool:
+    return st.spec.makes_model
+
+
+def _model_kinds() -> str:
+    """The kinds whose stages write a model, for error messages."""
+    return ", ".join(k for k in registry.kinds() if registry.get(k).makes_model)
 
 
 def _resolve_models(stage: Stage, recipe: RecipeConfig, where: str) -> None:
     """Model fields: a `models` key becomes its model; anything else must be declared or a stage reference."""
     declared = set(recipe.models.values())
-    for path in MODEL_FIELDS.get(stage.kind, []):
+    for path in stage.spec.model_fields:
         for loc, value in _get_all(stage.config, path):
             if value.startswith("@"):
                 continue
@@ -211,18 +215,22 @@ def build_plan(recipe: RecipeConfig, out: str | os.PathLike | None = None) -> Pl
     return plan
 
 
+def _locations(st: Stage, paths) -> set[tuple]:
+    return {tuple(loc) for path in paths for loc, _ in _get_all(st.config, path)}
+
+
 def _check_reference_kinds(stages: dict[str, Stage]) -> None:
     for st in stages.values():
-        model_locs = {tuple(loc) for path in MODEL_FIELDS.get(st.kind, []) for loc, _ in _get_all(st.config, path)}
+        model_locs = _locations(st, st.spec.model_fields)
+        dataset_locs = _locations(st, st.spec.dataset_fields)
         for loc, ref in _refs(st.config):
             target = stages[ref]
-            is_model_field = tuple(loc) in model_locs
-            if is_model_field and target.kind not in MODEL_KINDS:
+            if tuple(loc) in model_locs and not makes_model(target):
                 raise UserError(f"stages.{st.name}.config.{_where(loc)}: '@{ref}' is a {target.kind} stage, which "
-                                "outputs no model; reference an sft, merge or dpo stage")
-            if not is_model_field and target.kind in MODEL_KINDS and st.kind in ("sft", "dpo"):
+                                f"outputs no model; reference a model stage ({_model_kinds()})")
+            if tuple(loc) in dataset_locs and makes_model(target):
                 raise UserError(f"stages.{st.name}.config.{_where(loc)}: '@{ref}' is a model, not a dataset; "
-                                "reference a data or redteam stage")
+                                "reference a stage that writes a dataset")
 
 
 def _topo(stages: dict[str, Stage]) -> list[str]:
@@ -243,25 +251,27 @@ def _lineage(stages: dict[str, Stage], order: list[str], recipe: RecipeConfig) -
     """Each model stage's root model; a merge's stage inputs must be fine-tunes of its base model."""
     for n in order:
         st = stages[n]
-        if st.kind not in PRIMARY_MODEL:
+        field_ = st.spec.starts_from
+        if field_ is None:
             continue
-        vals = _get_all(st.config, PRIMARY_MODEL[st.kind])
+        vals = _get_all(st.config, field_)
         if not vals:
-            raise UserError(f"stages.{n}.config.{PRIMARY_MODEL[st.kind]}: missing; name the model to start from")
+            raise UserError(f"stages.{n}.config.{field_}: missing; name the model to start from")
         v = vals[0][1]
         if v.startswith("@"):
             st.starts_from, st.root = v[1:], stages[v[1:]].root
         else:
             st.starts_from = next((k for k, m in recipe.models.items() if m == v), v)
             st.root = v
-        if st.kind == "merge":
-            for loc, m in _get_all(st.config, "models[].model"):
+        if st.spec.merges:
+            merged = _get_all(st.config, st.spec.merges)
+            for loc, m in merged:
                 if m.startswith("@") and stages[m[1:]].root != st.root:
                     raise UserError(f"stages.{n}.config.{_where(loc)}: '{m}' was trained from "
-                                    f"{stages[m[1:]].root}, but the merge's base_model is {st.root}: task vectors "
+                                    f"{stages[m[1:]].root}, but the {st.kind}'s {field_} is {st.root}: task vectors "
                                     "need the model the inputs were fine-tuned from")
             # A merge's own lineage (for gate references) is its first stage input: the fine-tune it improves.
-            first = next((m[1:] for _, m in _get_all(st.config, "models[].model") if m.startswith("@")), None)
+            first = next((m[1:] for _, m in merged if m.startswith("@")), None)
             if first:
                 st.starts_from = first
 
@@ -279,9 +289,9 @@ def _add_evaluations(plan: Plan, stages: dict[str, Stage], has_data: bool, data_
     evals: dict[str, Stage] = {}
     for m in ev.models:
         if m in stages:
-            if stages[m].kind not in MODEL_KINDS:
-                raise UserError(f"evaluation.models: '{m}' is a {stages[m].kind} stage; only sft, merge and dpo "
-                                "stages produce models")
+            if not makes_model(stages[m]):
+                raise UserError(f"evaluation.models: '{m}' is a {stages[m].kind} stage; only model stages "
+                                f"({_model_kinds()}) produce models")
             model, deps = f"@{m}", [m]
         elif m in plan.recipe.models:
             model, deps = plan.recipe.models[m], []
@@ -302,7 +312,7 @@ def _add_evaluations(plan: Plan, stages: dict[str, Stage], has_data: bool, data_
             s["pairs"] = {**s.get("pairs", {}), "enabled": False}
             s["model"] = {**cfg["model"], **s.get("model", {}), "name": model}
             cfg["safety"] = s
-        evals[m] = Stage(f"eval:{m}", "eval", cfg, deps, of=m)
+        evals[m] = Stage(f"eval:{m}", registry.EVALUATION, cfg, deps, estimate=ev.estimate, of=m)
     # Each evaluation runs right after its model, so a failing gate stops the run as early as possible.
     ordered: list[Stage] = [evals[m] for m in ev.models if m not in stages]
     for n in out_order:
@@ -399,13 +409,15 @@ def _key(plan: Plan) -> None:
 
 def output_of(st: Stage) -> Path:
     """What "@name" means: the model folder of a model stage, else the stage's run directory."""
-    if st.kind in ("sft", "merge"):
-        return st.dir / "model"
-    if st.kind == "dpo":
-        stages = st.config.get("stages") or []
-        last = stages[-1]["name"] if stages and isinstance(stages[-1], dict) else "stage"
-        return st.dir / f"stage{len(stages)}-{last}" / "model"
+    if st.spec.model_output is not None:
+        return st.dir / st.spec.model_output(st.config)
     return st.dir
+
+
+def inputs_of(plan: Plan, st: Stage) -> dict[str, Path]:
+    """The stage's "@stage" references: name -> run directory or model folder."""
+    by = plan.by_name()
+    return {ref: output_of(by[ref]) for ref in st.deps}
 
 
 def resolved_config(plan: Plan, st: Stage) -> dict[str, Any]:

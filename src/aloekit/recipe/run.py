@@ -4,7 +4,7 @@
       recipe.yaml          the recipe as given (resolved against defaults)
       manifest.json        one manifest across stages: keys, status, seconds, metrics, gates, why it stopped
       stages/<name>-<key10>/   each stage's own run directory (the same artifacts as its stage command)
-      report.html, model_card/README.md
+      report.html, model_card/README.md   written by `aloekit run` (aloekit/cli.py) with aloekit.report
 
 A stage is done when `<stage dir>/stage.json` holds its key. Its directory is named by that key, so a kill -9
 leaves a half-written stage in the same place and the rerun continues it with the stage's own resume (training
@@ -23,10 +23,10 @@ from .. import console as con
 from ..config import dump_config
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text
-from .config import MODEL_KINDS, RecipeConfig
+from .config import RecipeConfig, check_model_card
 from .gates import check as check_gate
 from .gates import load_items
-from .plan import Plan, Stage, build_plan, output_of, resolved_config
+from .plan import Plan, Stage, build_plan, inputs_of, makes_model, output_of, resolved_config
 from .stages import build_config, require_extras, run_stage, validate_static
 
 DONE = "stage.json"
@@ -46,7 +46,7 @@ def _now() -> str:
 def select(plan: Plan, from_: str | None, until: str | None, only: list[str] | None) -> list[str]:
     """Names of the stages to run. An eval stage goes with the model stage it evaluates."""
     names = [s.name for s in plan.stages]
-    groups = {s.name: (s.of if s.kind == "eval" and s.of in plan.recipe.stages else s.name) for s in plan.stages}
+    groups = {s.name: (s.of if s.of in plan.recipe.stages else s.name) for s in plan.stages}
     for flag, val in (("--from", from_), ("--until", until), *(("--only", o) for o in only or [])):
         if val is not None and val not in names:
             raise UserError(f"{flag}: '{val}' is not a stage of this recipe ({', '.join(names)})")
@@ -77,7 +77,7 @@ class Runner:
             "models": dict(plan.recipe.models), "final_model": None,
             "stages": [{"name": s.name, "kind": s.kind, "key": s.key, "dir": str(s.dir.relative_to(self.out)),
                         "status": "pending", "seconds": None, "depends_on": s.deps, "of": s.of,
-                        "model_dir": str(output_of(s).relative_to(self.out)) if s.kind in MODEL_KINDS else None,
+                        "model_dir": str(output_of(s).relative_to(self.out)) if makes_model(s) else None,
                         "metrics": {}} for s in plan.stages],
             "gates": [], "stopped_by": None,
         }
@@ -95,28 +95,26 @@ class Runner:
             row.update(status="cached", seconds=done.get("seconds"), metrics=done.get("metrics", {}))
             con.note(f"[dim]{st.name}: finished earlier ({st.dir.name}); skipped[/dim]")
         else:
-            cfg = build_config(st.kind, resolved_config(self.plan, st), f"stages.{st.name}", st.dir)
+            cfg = build_config(st.spec, resolved_config(self.plan, st), f"stages.{st.name}", st.dir)
             row["status"] = "running"
             self.save()
             con.note(f"[bold]{st.name}[/bold] ({st.kind}) -> {st.dir}")
             st.dir.mkdir(parents=True, exist_ok=True)
-            if st.kind in ("medprompt", "eval"):
-                atomic_write_text(st.dir / "config.yaml", dump_config(cfg))
             t0 = time.time()
             try:
-                res = run_stage(st.kind, cfg, st.dir, st.launch)
+                metrics = run_stage(st.spec, cfg, inputs_of(self.plan, st), st.dir, st.launch)
             except BaseException:
                 row["status"] = "failed"
                 row["seconds"] = round(time.time() - t0, 1)
                 self.save()
                 raise
-            row.update(status="done", seconds=round(time.time() - t0, 1), metrics=res["metrics"])
+            row.update(status="done", seconds=round(time.time() - t0, 1), metrics=metrics)
             atomic_write_json(st.dir / DONE, {"key": st.key, "name": st.name, "kind": st.kind,
                                               "finished": _now(), "seconds": row["seconds"],
-                                              "metrics": res["metrics"]})
-        if st.kind in MODEL_KINDS:
+                                              "metrics": metrics})
+        if makes_model(st):
             self.manifest["final_model"] = row["model_dir"]
-        if st.kind == "eval":
+        if st.of is not None:
             self.metrics[st.of] = row["metrics"]
         self.save()
 
@@ -165,19 +163,18 @@ class Runner:
             if done is not None:
                 self.rows[st.name].update(status="cached", seconds=done.get("seconds"),
                                           metrics=done.get("metrics", {}))
-                if st.kind == "eval":
+                if st.of is not None:
                     self.metrics[st.of] = done.get("metrics", {})
-                if st.kind in MODEL_KINDS:
+                if makes_model(st):
                     self.manifest["final_model"] = self.rows[st.name]["model_dir"]
 
 
 def validate(plan: Plan) -> None:
     """Every stage's config through its own class, plus cheap static checks (no model, no data loaded)."""
-    from ..report.card import check_settings
-    check_settings(plan.recipe.model_card, "model_card")
+    check_model_card(plan.recipe.model_card, "model_card")
     for st in plan.stages:
-        obj = build_config(st.kind, resolved_config(plan, st), f"stages.{st.name}", None)
-        validate_static(st.kind, obj, f"stages.{st.name}")
+        obj = build_config(st.spec, resolved_config(plan, st), f"stages.{st.name}", None)
+        validate_static(st.spec, obj, f"stages.{st.name}")
         if st.launch and st.launch.accelerate_config and not Path(st.launch.accelerate_config).is_file():
             raise UserError(f"stages.{st.name}.launch.accelerate_config: {st.launch.accelerate_config} does not "
                             "exist")
@@ -185,10 +182,10 @@ def validate(plan: Plan) -> None:
 
 def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | None = None,
         from_: str | None = None, until: str | None = None, only: list[str] | None = None, force: bool = False,
-        dry_run: bool = False, report: bool | None = None, push_repo: str | None = None,
-        private: bool = True) -> dict[str, Any]:
-    if push_repo and not (recipe.report if report is None else report):
-        raise UserError("--push-to-hub needs the model card: drop --no-report")
+        dry_run: bool = False) -> dict[str, Any]:
+    """Run the plan; returns the recipe manifest (with dry_run: the plan's estimates). A gate that stops the run
+    raises GateFailed once the manifest is saved. The report and the model card are the caller's (aloekit/cli.py
+    writes them from the run directory)."""
     plan = build_plan(recipe, output)
     validate(plan)
     chosen = select(plan, from_, until, only)
@@ -200,7 +197,7 @@ def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | N
 
     by = plan.by_name()
     for n in chosen:  # a missing extra stops the run now, not after hours of earlier stages
-        require_extras(by[n].kind, build_config(by[n].kind, resolved_config(plan, by[n]), f"stages.{n}", None),
+        require_extras(by[n].spec, build_config(by[n].spec, resolved_config(plan, by[n]), f"stages.{n}", None),
                        by[n].launch, f"stages.{n}")
     # Stages before the selection must have finished: their outputs are this run's inputs.
     for n in chosen:
@@ -219,13 +216,13 @@ def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | N
         # whose gate failed.
         first = [st.name for st in plan.stages].index(chosen[0]) if chosen else 0
         for st in plan.stages[:first]:
-            if st.kind == "eval" and st.of in runner.metrics:
+            if st.of in runner.metrics:
                 runner.check_gates(st.of)
         for i, n in enumerate(chosen):
             st = by[n]
             con.note(f"[cyan]stage {i + 1}/{len(chosen)}: {n}[/cyan]")
             runner.run_one(st, force)
-            if st.kind == "eval":
+            if st.of is not None:  # an evaluation: the gates of the model it evaluated
                 runner.check_gates(st.of)
     except GateFailed as e:
         status, error = "gate_failed", e
@@ -238,12 +235,6 @@ def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | N
             row["status"] = "skipped"
     runner.manifest.update(status=status, finished=_now())
     runner.save()
-    if recipe.report if report is None else report:
-        from ..report import run as write_report_and_card
-        done = write_report_and_card(plan.out, push_repo=push_repo if error is None else None, private=private)
-        con.note(f"report: {done['report']}\nmodel card: {done['model_card']}")
-        if done["pushed"]:
-            con.note(f"pushed to {done['pushed']} ({'private' if private else 'public'})")
     if error is not None:
         raise error
     return runner.manifest

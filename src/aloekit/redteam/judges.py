@@ -209,7 +209,7 @@ class LlamaGuardJudge:
 
     def __init__(self, model: str = "meta-llama/Llama-Guard-3-1B", device: str = "auto", batch_size: int = 4,
                  backend=None):
-        if backend is not None:  # an already-loaded HFBackend (tests, or a model shared with another judge)
+        if backend is not None:  # an already-loaded backend (tests, or a model shared with another judge)
             self.backend = backend
             return
         try:
@@ -217,9 +217,9 @@ class LlamaGuardJudge:
         except ImportError:
             raise UserError("judge 'llamaguard' needs transformers; install it or drop 'llamaguard' from judges") \
                 from None
-        from ..backends.hf import HFBackend
+        from ..backends import load_backend
         try:
-            self.backend = HFBackend(ModelConfig(name=model, device=device, batch_size=batch_size))
+            self.backend = load_backend(ModelConfig(name=model, backend="hf", device=device, batch_size=batch_size))
         except UserError as e:
             offline = "hub" in str(e).lower()
             why = "not in the local Hugging Face cache, and the hub is unreachable or the model is gated" \
@@ -229,9 +229,9 @@ class LlamaGuardJudge:
                             "judges") from None
 
     def judge(self, items: Sequence[Item]) -> list[Verdict]:
-        tok = self.backend.tok
-        prompts = [tok.apply_chat_template([{"role": "user", "content": it.request},
-                                            {"role": "assistant", "content": it.response}], tokenize=False)
+        # the whole exchange through Llama Guard's own template (which adds its assessment instructions)
+        prompts = [self.backend.render([{"role": "user", "content": it.request},
+                                        {"role": "assistant", "content": it.response}], add_generation_prompt=False)
                    for it in items]
         outs = self.backend.generate(prompts, SamplingConfig(max_new_tokens=12, temperature=0.0))
         return [parse_llama_guard(o[0].text) for o in outs]

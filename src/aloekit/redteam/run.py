@@ -386,8 +386,22 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
     atomic_write_text(run_dir.output("summary_md", "summary.md"), markdown(summary))
     run_dir.finish(asr=summary["attacks"]["asr"],
                    over_refusal=summary.get("over_refusal", {}).get("refusal_rate"),
-                   medsafety_refusal=summary.get("medsafety_refusal", {}).get("refusal_rate"))
+                   medsafety_refusal=summary.get("medsafety_refusal", {}).get("refusal_rate"),
+                   metrics=safety_metrics(summary))
     return summary
+
+
+def safety_metrics(summary: dict) -> dict[str, float]:
+    """The run's metrics map: safety.asr (overall and .<attack>), refusal rate, over-refusal, refusal of plain
+    harmful requests."""
+    a = summary["attacks"]
+    out = {"safety.asr": a["asr"], "safety.refusal_rate": a["refusal_rate"]}
+    out.update({f"safety.asr.{k}": v["rate"] for k, v in a.get("per_attack", {}).items()})
+    if summary.get("over_refusal"):
+        out["safety.over_refusal"] = summary["over_refusal"]["refusal_rate"]
+    if summary.get("medsafety_refusal"):
+        out["safety.medsafety_refusal"] = summary["medsafety_refusal"]["refusal_rate"]
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _save_hf(pairs: list[dict], folder: Path) -> None:

@@ -10,18 +10,19 @@ import yaml
 
 from ..errors import UserError
 from ..io import atomic_write_text
+from ..recipe.config import CARD_KEYS, check_model_card
 from .rundata import (
     Run,
     Stage,
     attack_counts,
     benchmark_table,
-    dpo_stages,
     eval_details,
     headline,
     load,
     per_attack,
     percent_metric,
     safety_rows,
+    training_runs,
 )
 
 # The base models' own licenses, as the hub spells them: a fine-tune inherits its base model's license.
@@ -89,22 +90,7 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
             + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows] + [""])
 
 
-CARD_KEYS = ("license", "language", "datasets", "tags")
-
-
-def check_settings(section: dict[str, Any], where: str = "model_card") -> None:
-    """The recipe's `model_card:` section; the recipe runner can call this before any stage runs."""
-    if not isinstance(section, dict):
-        raise UserError(f"{where}: expected a mapping with {', '.join(CARD_KEYS)}")
-    unknown = sorted(set(section) - set(CARD_KEYS))
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CARD_KEYS)}")
-    if section.get("license") is not None and not isinstance(section["license"], str):
-        raise UserError(f"{where}.license: give one hub license id, e.g. apache-2.0")
-    for k in ("language", "datasets", "tags"):
-        v = section.get(k)
-        if v is not None and not (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
-            raise UserError(f"{where}.{k}: give a string or a list of strings")
+check_settings = check_model_card  # the recipe's `model_card:` section (recipe/config.py)
 
 
 def card_settings(run: Run, **given: Any) -> dict[str, Any]:
@@ -123,8 +109,8 @@ def front_matter(run: Run, settings: dict[str, Any]) -> dict[str, Any]:
     models = run.manifest.get("models") or {}
     bases = list(dict.fromkeys(h for h in (hub_id(v) for v in models.values()) if h))
     lic = settings["license"] or next((LICENSES[b] for b in bases if b in LICENSES), None) or "other"
-    extra = ["merge"] if run.one("merge") else []
-    extra += [k for k in ("sft", "dpo") if run.kind(k)]
+    # the kinds of the merge and training stages that ran (merge, sft, dpo)
+    extra = list(dict.fromkeys(s.kind for s in [*run.section("merge"), *run.section("training")]))
     fm: dict[str, Any] = {"license": lic, "language": settings["language"] or ["en"], "library_name": "transformers",
                           "pipeline_tag": "text-generation",
                           "tags": list(dict.fromkeys(["medical", "healthcare", "aloe", "aloekit", *extra,
@@ -189,15 +175,15 @@ def safety(run: Run) -> list[str]:
 
 def training(run: Run) -> list[str]:
     out = []
-    for s in run.kind("sft"):
-        m = s.json("metrics.json")
+    supervised, preference = training_runs(run)
+    for s, m in supervised:
         out += [f"- SFT (`{s.name}`): {m.get('train_rows')} rows, {m.get('steps')} steps, train loss "
                 f"{m.get('train_loss', 0):.4g}"
                 + (f", validation loss {m['eval_loss_before']:.4g} → {m['eval_loss_after']:.4g}"
                    if m.get("eval_loss_after") is not None else "")
                 + (f", {m['tokens_seen']:,} tokens" if m.get("tokens_seen") else "") + "."]
-    for s in run.kind("dpo"):
-        for d in dpo_stages(s):
+    for s, stages in preference:
+        for d in stages:
             b, a = d.get("before", {}), d.get("after", {})
             acc = (f", reward accuracy {b['rewards/accuracies']:.3g} → {a['rewards/accuracies']:.3g}"
                    if "rewards/accuracies" in a and "rewards/accuracies" in b else "")

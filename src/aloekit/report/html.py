@@ -15,11 +15,11 @@ import yaml
 from ..io import atomic_write_text
 from . import plots
 from .rundata import (
+    EVALUATION,
     MEDPROMPT_RESULTS,
     Run,
     attack_counts,
     benchmark_table,
-    dpo_stages,
     eval_details,
     headline,
     load,
@@ -27,6 +27,7 @@ from .rundata import (
     percent_metric,
     safety_rows,
     tokens,
+    training_runs,
 )
 
 # the data card's funnel levels, in pipeline order (bad_rows_skipped is a count, not a level)
@@ -106,14 +107,14 @@ def img(b64: str, alt: str) -> str:
     return f'<img class="plot" alt="{e(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def absent(run: Run, kind: str, what: str) -> str:
-    """Why a section is empty: the stage is not in the recipe, or it did not run (and why)."""
-    stages = run.kind(kind, ran=False)
+def absent(run: Run, name: str, what: str) -> str:
+    """Why a section is empty: no stage of the section is in the recipe, or it did not run (and why)."""
+    stages = run.section(name, ran=False)
     if not stages:
-        return f'<p class="absent">No {e(kind)} stage in this recipe: no {e(what)}.</p>'
+        return f'<p class="absent">No {e(name)} stage in this recipe: no {e(what)}.</p>'
     missing = [s for s in stages if not s.ran]
     if not missing:
-        return f'<p class="absent">The {e(kind)} stages ran but recorded no {e(what)}.</p>'
+        return f'<p class="absent">The {e(name)} stages ran but recorded no {e(what)}.</p>'
     return "".join(f'<p class="absent">Stage {e(s.name)} did not run ({e(s.status)}): no {e(what)}.</p>'
                    for s in missing)
 
@@ -286,9 +287,9 @@ def safety(run: Run) -> str:
             parts.append('<p class="absent">Only one evaluated model has safety metrics: no before/after '
                          'comparison.</p>')
     else:
-        parts.append(absent(run, "eval", "safety evaluation") if not run.kind("eval") else
+        parts.append(absent(run, EVALUATION, "safety evaluation") if not run.evaluations() else
                      '<p class="absent">No evaluated model has safety metrics (safety.*).</p>')
-    for s in run.kind("redteam"):
+    for s in run.section("safety"):  # red-team stages
         sm = s.json("summary.json")
         pairs = sm.get("pairs", {}).get("n")
         parts.append(f"<p>Red-team stage <b>{e(s.name)}</b> (model {e(sm['model'])}): ASR "
@@ -356,8 +357,8 @@ def medprompt(run: Run) -> str:
 
 def training(run: Run) -> str:
     parts = []
-    for s in run.kind("sft"):
-        m = s.json("metrics.json")
+    supervised, preference = training_runs(run)
+    for s, m in supervised:
         parts.append(f"<h3>SFT: {e(s.name)}</h3>")
         parts.append(table(["train rows", "steps", "train loss", "eval loss before", "eval loss after", "tokens",
                             "tokens/s", "train s"],
@@ -365,10 +366,10 @@ def training(run: Run) -> str:
                              num(m.get("eval_loss_before")), num(m.get("eval_loss_after")),
                              num(m.get("tokens_seen")), num(m.get("tokens_per_s")), num(m.get("train_seconds"))]],
                            numeric=set(range(8))))
-    for s in run.kind("dpo"):
+    for s, stages in preference:
         parts.append(f"<h3>DPO: {e(s.name)}</h3>")
         body = []
-        for d in dpo_stages(s):
+        for d in stages:
             b, a = d.get("before", {}), d.get("after", {})
             body.append([d.get("stage", ""), num(d.get("pairs")), num(d.get("steps")), num(d.get("train_loss")),
                          num(b.get("rewards/accuracies")), num(a.get("rewards/accuracies")),
@@ -376,7 +377,7 @@ def training(run: Run) -> str:
         parts.append(table(["stage", "pairs", "steps", "train loss", "reward acc before", "reward acc after",
                             "margin before", "margin after"], body, numeric=set(range(1, 8))))
     if not parts:
-        parts.append(absent(run, "sft", "SFT metrics") + absent(run, "dpo", "DPO metrics"))
+        parts.append(absent(run, "training", "SFT or DPO metrics"))
     return section("training", "Training", *parts)
 
 

@@ -4,6 +4,9 @@ and the model card share.
 Every reader copes with a stage that is absent (not in the recipe, or not run because a gate stopped the run):
 it returns None or an empty table. A stage that says it finished ("done"/"cached") but lacks the file its stage
 module always writes is an error, never a silently empty section.
+
+Which section shows a stage, and how many tokens it processed, its kind's Stage object says (recipe/registry.py;
+aloekit/stage.py `section`, `tokens`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..recipe import registry
 
 RAN = ("done", "cached")
+EVALUATION = "eval"  # the section of the recipe's evaluation of each model (eval:<model>)
 # the recipe's medprompt stage builds its example DB in db/ and writes the strategy comparison (aloekit medprompt
 # eval's run directory) in eval/
 MEDPROMPT_RESULTS = "eval/results.json"
@@ -45,6 +50,12 @@ class Stage:
     @property
     def ran(self) -> bool:
         return self.status in RAN
+
+    @property
+    def section(self) -> str | None:
+        """The report section that shows this stage (None: a kind not installed here)."""
+        spec = registry.find(self.kind)
+        return spec.section if spec else None
 
     @property
     def label(self) -> str:
@@ -123,13 +134,17 @@ class Run:
     def releasable(self) -> bool:
         return self.status not in ("failed", "gate_failed") and not self.stopped_by and not self.failed_gates()
 
-    def kind(self, *kinds: str, ran: bool = True) -> list[Stage]:
-        return [s for s in self.stages if s.kind in kinds and (s.ran or not ran)]
+    def section(self, name: str, ran: bool = True) -> list[Stage]:
+        """The stages a report section shows (those that ran, unless ran=False), in stage order."""
+        return [s for s in self.stages if s.section == name and (s.ran or not ran)]
 
-    def one(self, kind: str) -> Stage | None:
-        """The last stage of a kind that ran (a recipe has at most one data / merge / medprompt stage; if it has
+    def evaluations(self) -> list[Stage]:
+        return self.section(EVALUATION)
+
+    def one(self, section: str) -> Stage | None:
+        """The last stage of a section that ran (a recipe has at most one data / merge / medprompt stage; if it has
         more, the last one describes the released model)."""
-        found = self.kind(kind)
+        found = self.section(section)
         return found[-1] if found else None
 
     def not_run(self) -> list[Stage]:
@@ -148,7 +163,7 @@ class Run:
 
     def final_eval(self) -> Stage | None:
         """The eval stage of the final model (else the last eval stage that ran)."""
-        evals = self.kind("eval")
+        evals = self.evaluations()
         final = self.manifest.get("final_model")
         by_name = {s.name: s for s in self.stages}
         for s in reversed(evals):
@@ -192,7 +207,7 @@ def benchmark_table(run: Run) -> tuple[list[str], list[tuple[Stage, dict[str, fl
     """Columns = benchmark metrics in first-seen order; rows = evaluated models in stage order."""
     cols: list[str] = []
     rows = []
-    for s in run.kind("eval"):
+    for s in run.evaluations():
         vals = s.benchmark_metrics()
         if vals:
             rows.append((s, vals))
@@ -204,7 +219,7 @@ def headline(run: Run, cols: list[str]) -> list[str]:
     """The summary columns: each task's or group's first metric (acc for the medical benchmarks), leaving out the
     tasks that a group in the same results already summarises (the six MMLU subjects under mmlu_medical)."""
     members: set[str] = set()
-    for s in run.kind("eval"):
+    for s in run.evaluations():
         res = s.json("benchmarks/results.json", required=bool(s.benchmark_metrics()))
         if res:
             members |= {m for group in res.get("group_subtasks", {}).values() for m in group}
@@ -250,7 +265,7 @@ def eval_details(stage: Stage) -> dict[str, MetricInfo]:
 
 def safety_rows(run: Run) -> list[tuple[Stage, dict[str, float]]]:
     """Evaluated models that have safety metrics, in stage order."""
-    return [(s, s.safety_metrics()) for s in run.kind("eval") if s.safety_metrics()]
+    return [(s, s.safety_metrics()) for s in run.evaluations() if s.safety_metrics()]
 
 
 def per_attack(metrics: dict[str, float]) -> dict[str, float]:
@@ -269,30 +284,32 @@ def attack_counts(stage: Stage) -> dict[str, int]:
 
 
 def tokens(stage: Stage) -> tuple[int | None, str]:
-    """Tokens a stage processed, where its run folder records them, and what they count."""
-    if not stage.ran:
+    """Tokens a stage processed, where its run folder records them (its Stage's `tokens`), and what they count."""
+    spec = registry.find(stage.kind)
+    if not stage.ran or stage.path is None or spec is None or spec.tokens is None:
         return None, ""
-    if stage.kind == "sft":
-        m = stage.json("metrics.json")
-        return m.get("tokens_seen"), "trained on (non-padding)"
-    if stage.kind == "data":
-        cot = (stage.json("card.json") or {}).get("cot")
-        if cot:
-            return cot["tokens"]["prompt"] + cot["tokens"]["completion"], "CoT teacher prompt + generated"
-        return None, ""
-    if stage.kind == "redteam":
-        return stage.json("summary.json")["throughput"]["completion_tokens"], "generated"
-    if stage.kind == "eval":
-        s = stage.json("safety/summary.json", required=False)
-        if s:
-            return s["throughput"]["completion_tokens"], "generated (red team)"
-        return None, ""
-    if stage.kind == "medprompt":
-        res = stage.json(MEDPROMPT_RESULTS)
-        total = sum(round(s["n"] * (s["prompt_tokens_per_question"] + s["generated_tokens_per_question"]))
-                    for s in res["strategies"].values() if s.get("n"))
-        return total, "prompt + generated"
-    return None, ""
+    try:
+        return spec.tokens(stage.path)
+    except FileNotFoundError as e:
+        raise UserError(f"{e.filename}: missing, but stage '{stage.name}' is {stage.status}; rerun that stage "
+                        f"(aloekit run RECIPE --only {stage.name})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{stage.path}: a file is not valid JSON ({e.msg}, line {e.lineno}); rerun the stage "
+                        "that wrote it") from None
+
+
+def training_runs(run: Run) -> tuple[list[tuple[Stage, dict]], list[tuple[Stage, list[dict]]]]:
+    """The training section's stages that ran: (supervised runs with their metrics.json, preference runs with
+    their per-stage metrics). A training run's metrics.json lists `stages` when it trains in stages (DPO: stage N's
+    model is stage N+1's policy), else it holds the one run's metrics (SFT)."""
+    sup, pref = [], []
+    for s in run.section("training"):
+        m = s.json("metrics.json")
+        if "stages" in m:
+            pref.append((s, m["stages"]))
+        else:
+            sup.append((s, m))
+    return sup, pref
 
 
 def dpo_stages(stage: Stage) -> list[dict]:

@@ -14,6 +14,7 @@ from .. import console
 from ..io import atomic_write_json
 from ..models import resolve
 from ..rundir import RunDir
+from ..stage import numbers
 from .common import (
     check_disk,
     config_hash,
@@ -133,5 +134,6 @@ def run(cfg: DPOConfig) -> dict:
     result = {"stages": stages, "final_model": policy}
     if rd.write:
         atomic_write_json(rd.output("metrics", "metrics.json"), result)
-    rd.finish(final_model=policy)
+    rd.output("model", f"stage{len(cfg.stages)}-{cfg.stages[-1].name}/model")  # = final_model
+    rd.finish(final_model=policy, metrics=numbers(stages[-1]))  # the recipe's metrics: the last stage's
     return result
