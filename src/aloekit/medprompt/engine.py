@@ -19,6 +19,7 @@ How an ensemble runs (sc-cot, medprompt) — compute-aware by construction:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -44,6 +45,8 @@ class _Question:
     generated_tokens: int = 0
     seconds: float = 0.0
     rounds: int = 0
+    passages: list = field(default_factory=list)  # retrieval.Passage, best first, within the token budget
+    leaks: int = 0  # passages the leakage guard left out
 
 
 def validate_docs(docs: Sequence[Doc]) -> None:
@@ -87,6 +90,40 @@ def _shots(docs: Sequence[Doc], cfg: StrategyConfig, db) -> list[list]:
     return hits
 
 
+def _passages(docs: Sequence[Doc], cfg: StrategyConfig, index, evaluating: bool) -> list[tuple[list, int]]:
+    """(passages within the token budget, leaks removed) per doc. The query is the bare question (a benchmark
+    that shows a passage with it, like PubMedQA, searches with the question alone)."""
+    if not cfg.uses_rag:
+        return [([], 0) for _ in docs]
+    rp = cfg.rag
+    if index is None and rp is not None and rp.index:
+        from ..retrieval.index import load_index
+        index = load_index(rp.index, rp.embedding_model)
+    if index is None or rp is None or not rp.index:
+        raise UserError(f"strategy '{cfg.strategy}' needs a corpus index: pass --index DIR or set rag.index "
+                        f"(build one with `aloekit rag index CORPUS --output DIR`)")
+    if rp.embedding_model and rp.embedding_model != index.embedding_model:
+        raise UserError(f"index was built with embedding model '{index.embedding_model}', not "
+                        f"'{rp.embedding_model}'; use the same embedding model or rebuild the index")
+    guard = rp.leak_guard if rp.leak_guard is not None else evaluating
+    queries = [d.stem or d.question for d in docs]
+    out = []
+    with con.progress("retrieving passages", len(docs)) as bar:
+        for s in range(0, len(docs), 256):
+            part = queries[s:s + 256]
+            for r in index.search(part, rp.k, rp.mode, guard=part if guard else None,
+                                  leak_threshold=rp.leak_threshold, leak_overlap=rp.leak_overlap):
+                kept, used = [], 0
+                for p in r.passages:
+                    used += int(p.chunk.get("tokens") or 0)
+                    if used > rp.token_budget:
+                        break  # whole passages in rank order: a cut passage could cut off the fact it carries
+                    kept.append(p)
+                out.append((kept, r.leaks))
+            bar.advance(len(part))
+    return out
+
+
 def _example(shot):
     return getattr(shot, "example", shot)
 
@@ -94,21 +131,26 @@ def _example(shot):
 def member_prompt(q: _Question, member: int, cfg: StrategyConfig):
     perm = q.perms[member]
     options = V.apply_permutation(q.doc.options, perm)
-    return build_chat(q.doc.question, options, cfg.chain_of_thought, [_example(s) for s in q.shots], cfg.system)
+    return build_chat(q.doc.question, options, cfg.chain_of_thought, [_example(s) for s in q.shots], cfg.system,
+                      q.passages)
 
 
-def prepare(docs: Sequence[Doc], cfg: StrategyConfig, db=None) -> list[_Question]:
+def prepare(docs: Sequence[Doc], cfg: StrategyConfig, db=None, index=None, evaluating: bool = True
+            ) -> list[_Question]:
     """Retrieval and option orders for every question (no generation)."""
+    if cfg.rag is not None and cfg.rag.bare_question:
+        docs = [dataclasses.replace(d, question=d.stem) if d.stem else d for d in docs]
     validate_docs(docs)
     shots = _shots(docs, cfg, db)
+    passages = _passages(docs, cfg, index, evaluating)
     qs = []
-    for d, sh in zip(docs, shots):
+    for d, sh, (ps, leaks) in zip(docs, shots, passages):
         k = cfg.n_members
         if cfg.strategy == "medprompt" and cfg.shuffle:
             perms = V.permutations(len(d.options), k, V.seeded_rng(cfg.seed, "perm", d.doc_id, d.question))
         else:
             perms = [list(range(len(d.options)))] * k
-        qs.append(_Question(doc=d, shots=sh, perms=perms))
+        qs.append(_Question(doc=d, shots=sh, perms=perms, passages=ps, leaks=leaks))
     return qs
 
 
@@ -147,14 +189,17 @@ def _record(q: _Question, member: int, completion, prompt_counted: bool) -> int:
     return completion.prompt_tokens * (not prompt_counted) + completion.completion_tokens
 
 
-def evaluate(backend, docs: Sequence[Doc], cfg: StrategyConfig, db=None, desc: str | None = None) -> list[dict]:
+def evaluate(backend, docs: Sequence[Doc], cfg: StrategyConfig, db=None, desc: str | None = None, index=None,
+             evaluating: bool = True) -> list[dict]:
     """Answer every doc with `cfg.strategy`; one result dict per doc, in input order:
 
     {doc_id, gold, pred, correct, votes {letter: n}, members, members_max, chains [...], shots [...],
-     prompt_tokens, generated_tokens, seconds}. `gold` is None where unknown (aloekit infer)."""
+     prompt_tokens, generated_tokens, seconds} (+ passages [...], leaks_removed with a corpus index). `gold` is
+    None where unknown (aloekit infer). `index`: a retrieval.CorpusIndex for the rag strategies; `evaluating`:
+    whether the docs are a benchmark's (the leakage guard's default)."""
     if cfg.strategy == "sc-cot" and cfg.members > 1 and cfg.temperature <= 0:
         raise UserError("sc-cot: temperature must be > 0, or every sample is the same")
-    qs = prepare(docs, cfg, db)
+    qs = prepare(docs, cfg, db, index, evaluating)
     K = cfg.n_members
     open_ = list(range(len(qs)))
     round_ = 0
@@ -226,7 +271,7 @@ def _result(q: _Question, cfg: StrategyConfig) -> dict[str, Any]:
     for s in q.shots:
         e = _example(s)
         shots.append({"source": e.source, "similarity": round(getattr(s, "similarity", float("nan")), 4)})
-    return {
+    out = {
         "doc_id": d.doc_id,
         "gold": LETTERS[d.gold] if d.gold >= 0 else None,
         "pred": LETTERS[pred] if pred >= 0 else None,
@@ -241,6 +286,13 @@ def _result(q: _Question, cfg: StrategyConfig) -> dict[str, Any]:
         "shots": shots,
         "chains": q.chains,
     }
+    if cfg.uses_rag:
+        out["passages"] = [{"n": i, "doc_id": p.chunk.get("doc_id"), "title": p.chunk.get("title", ""),
+                            "source": p.chunk.get("source", ""), "url": p.chunk.get("url", ""),
+                            "chunk": p.chunk.get("row"), "score": round(p.score, 5), "text": p.chunk["text"]}
+                           for i, p in enumerate(q.passages, 1)]
+        out["leaks_removed"] = q.leaks
+    return out
 
 
 def summarize(results: Sequence[dict]) -> dict[str, Any]:
@@ -249,6 +301,11 @@ def summarize(results: Sequence[dict]) -> dict[str, Any]:
     if not n:
         return {"n": 0}
     tot = lambda k: sum(r[k] for r in results)  # noqa: E731
+    rag = {}
+    if any("passages" in r for r in results):
+        rag = {"passages_per_question": round(sum(len(r.get("passages", [])) for r in results) / n, 2),
+               "leaks_removed": sum(r.get("leaks_removed", 0) for r in results),
+               "questions_with_leaks": sum(bool(r.get("leaks_removed")) for r in results)}
     return {
         "n": n,
         "accuracy": round(sum(r["correct"] for r in results) / n, 4),
@@ -258,4 +315,5 @@ def summarize(results: Sequence[dict]) -> dict[str, Any]:
         "generated_tokens_per_question": round(tot("generated_tokens") / n, 1),
         "seconds_per_question": round(tot("seconds") / n, 3),
         "early_stopped": sum(r["members"] < r["members_max"] for r in results),
+        **rag,
     }

@@ -13,9 +13,28 @@ DIRECT_INSTRUCTION = "Reply only with a line 'Answer: X', where X is the letter 
 _ANSWER_LINE = re.compile(r"answer(?:\s+is)?\s*[:\-]?\s*[*(\[]*\s*[A-J]\b", re.IGNORECASE)
 
 
-def user_turn(question: str, options: Sequence[str], cot: bool) -> dict[str, str]:
+RAG_NOTE_COT = "Use the numbered sources above where they help, and cite them as [1], [2] in your reasoning."
+RAG_NOTE_DIRECT = "Use the numbered sources above where they help."
+
+
+def sources_block(passages) -> str:
+    """Retrieved passages, numbered [1], [2] ... in retrieval order, so an answer can cite them."""
+    lines = ["Sources:"]
+    for i, p in enumerate(passages, 1):
+        c = p.chunk
+        title = f" {c['title']}." if c.get("title") else ""
+        lines.append(f"[{i}]{title} {c['text']}")
+    return "\n".join(lines)
+
+
+def user_turn(question: str, options: Sequence[str], cot: bool, passages=()) -> dict[str, str]:
+    instruction = COT_INSTRUCTION if cot else DIRECT_INSTRUCTION
+    if not passages:
+        return {"role": "user", "content": f"{listed(question, list(options))}\n\n{instruction}"}
+    # sources first: members of an ensemble differ only after them (option order), so they share the longest prefix
+    note = RAG_NOTE_COT if cot else RAG_NOTE_DIRECT
     return {"role": "user",
-            "content": f"{listed(question, list(options))}\n\n{COT_INSTRUCTION if cot else DIRECT_INSTRUCTION}"}
+            "content": f"{sources_block(passages)}\n\n{listed(question, list(options))}\n\n{note} {instruction}"}
 
 
 def cot_chat(question: str, options: Sequence[str], system: str | None = None) -> list[dict[str, str]]:
@@ -39,6 +58,7 @@ def example_turns(examples, cot: bool) -> list[dict[str, str]]:
     return turns
 
 
-def build_chat(question: str, options: Sequence[str], cot: bool, examples=(), system: str | None = None):
+def build_chat(question: str, options: Sequence[str], cot: bool, examples=(), system: str | None = None,
+               passages=()):
     return (([{"role": "system", "content": system}] if system else []) + example_turns(examples, cot)
-            + [user_turn(question, options, cot)])
+            + [user_turn(question, options, cot, passages)])

@@ -37,10 +37,26 @@ def load_db(params: list[StrategyConfig], db_dir: str | None, embedding_model: s
     return ExampleDB.load(db_dir, embedding_model)
 
 
-def run_strategy(backend, docs, p: StrategyConfig, db, task: str) -> tuple[list[dict], dict]:
+def load_index(params: list[StrategyConfig]):
+    """The corpus index if one of the strategies retrieves passages, else None; a missing index is a UserError
+    (before any benchmark or model is loaded). Strategies of one run share one rag.index."""
+    rag = [p for p in params if p.uses_rag]
+    if not rag:
+        return None
+    dirs = {p.rag.index for p in rag if p.rag is not None and p.rag.index}
+    if not dirs:
+        raise UserError(f"strategies {', '.join(p.strategy for p in rag)} need a corpus index: pass --index DIR "
+                        f"or set rag.index (build one with `aloekit rag index CORPUS --output DIR`)")
+    if len(dirs) > 1:
+        raise UserError(f"rag.index: one index per run, got {', '.join(sorted(dirs))}")
+    from ..retrieval.index import load_index as load
+    return load(dirs.pop(), rag[0].rag.embedding_model)
+
+
+def run_strategy(backend, docs, p: StrategyConfig, db, task: str, index=None) -> tuple[list[dict], dict]:
     """One strategy over one task's docs: the per-question results and their summary (with wall seconds)."""
     t0 = time.time()
-    res = evaluate(backend, docs, p, db, desc=f"{task} {p.strategy}")
+    res = evaluate(backend, docs, p, db, desc=f"{task} {p.strategy}", index=index)
     s = summarize(res)
     s["wall_seconds"] = round(time.time() - t0, 2)
     con.note(f"{task} {p.strategy}: acc {100 * s['accuracy']:.1f}  gen tok/q "
@@ -65,25 +81,30 @@ def run(cfg: MedpromptEvalConfig, backend=None, db=None) -> dict[str, Any]:
         raise UserError("strategies: give at least one strategy")
     if db is None:
         db = load_db(params, cfg.db, cfg.params.embedding_model)
+    index = load_index(params)
     run_dir = None
     if cfg.output:
         from ..rundir import RunDir
         inputs = {"benchmark": rows.source} if Path(rows.source).exists() else {}
         if cfg.db:
             inputs["db"] = str(Path(cfg.db) / "records.jsonl")
+        if index is not None:
+            inputs["index"] = str(index.path / "index.json")
         run_dir = RunDir(cfg.output, "medprompt", cfg, seed=cfg.seed, inputs=inputs)
     if backend is None:
         from ..backends import load_backend
         backend = load_backend(cfg.model)
     summaries: dict[str, dict] = {}
     for p in params:
-        res, summaries[p.strategy] = run_strategy(backend, rows.docs, p, db, cfg.task)
+        res, summaries[p.strategy] = run_strategy(backend, rows.docs, p, db, cfg.task, index)
         if run_dir:
             with run_dir.timed(p.strategy):
                 atomic_write_jsonl(run_dir.output(f"samples_{p.strategy}", f"samples_{p.strategy}.jsonl"), res)
     out = {"task": cfg.task, "source": rows.source, "skipped_rows": rows.skipped, "model": cfg.model.name,
            "db": cfg.db, "db_meta": getattr(db, "meta", None), "params": cfg.params.model_dump(mode="json"),
            "strategies": summaries}
+    if index is not None:
+        out["index"] = index_record(index)
     if run_dir:
         from .plot import plot_accuracy_vs_tokens
         atomic_write_json(run_dir.output("results", "results.json"), out)
@@ -93,6 +114,15 @@ def run(cfg: MedpromptEvalConfig, backend=None, db=None) -> dict[str, Any]:
         run_dir.finish(**{f"{k}_accuracy": v["accuracy"] for k, v in summaries.items()},
                        metrics=strategy_metrics(summaries))
     return out
+
+
+def index_record(index) -> dict[str, Any] | None:
+    """What a results file keeps of the corpus index: where, what it holds and how it was built."""
+    if index is None:
+        return None
+    c = index.card
+    return {"path": str(index.path), "corpus_sha256": c["corpus"]["sha256"], "counts": c["counts"],
+            "chunking": c["chunking"], "embedding_model": c["embedding_model"], "dense": c["dense"]["kind"]}
 
 
 def strategy_metrics(summaries: dict[str, dict]) -> dict[str, float]:
@@ -122,13 +152,20 @@ class StrategyAnswerer:
         self.name = self.params.strategy
         self.db_dir = db
         self.db = loaded_db if loaded_db is not None else load_db([self.params], db, self.params.embedding_model)
+        self.index = load_index([self.params])
 
     def inputs(self) -> dict[str, str]:
-        return {"db": str(Path(self.db_dir) / "records.jsonl")} if self.db_dir else {}
+        out = {"db": str(Path(self.db_dir) / "records.jsonl")} if self.db_dir else {}
+        if self.index is not None:
+            out["index"] = str(self.index.path / "index.json")
+        return out
 
     def answer(self, backend, docs, task: str) -> tuple[list[dict], dict]:
-        return run_strategy(backend, docs, self.params, self.db, task)
+        return run_strategy(backend, docs, self.params, self.db, task, self.index)
 
     def record(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params.model_dump(mode="json"), "db": self.db_dir,
-                "db_meta": getattr(self.db, "meta", None)}
+        rec = {"name": self.name, "params": self.params.model_dump(mode="json"), "db": self.db_dir,
+               "db_meta": getattr(self.db, "meta", None)}
+        if self.index is not None:
+            rec["index"] = index_record(self.index)
+        return rec

@@ -87,6 +87,8 @@ def requires(cfg: MedpromptStageConfig, what: str) -> None:
     from ..extras import require
     if any(p.needs_db for p in _params(cfg)):
         require("retrieval", what=f"{what} with an example database")
+    if any(p.uses_rag for p in _params(cfg)):
+        require("retrieval", what=f"{what} with a corpus index")
 
 
 def tokens(run_dir: Path) -> tuple[int | None, str]:

@@ -10,6 +10,7 @@ import yaml
 
 from ..errors import UserError
 from ..io import atomic_write_text
+from ..prompts import MEDICAL_SYSTEM_PROMPT
 from ..recipe.config import CARD_KEYS, check_model_card
 from .rundata import (
     Run,
@@ -225,6 +226,24 @@ def data(run: Run) -> list[str]:
     return out
 
 
+def serving(run: Run, repo_id: str | None = None) -> list[str]:
+    """How to serve the model with the policy prompt it was aligned with (`aloekit serve`, docs/serve.md)."""
+    from ..serve.config import recipe_system
+    found = recipe_system(run.path)
+    policy = found[0] if found else MEDICAL_SYSTEM_PROMPT
+    target = repo_id or str(run.path)
+    name = run.name if not repo_id else repo_id
+    return ["## How to serve", "",
+            "`aloekit serve` puts it behind an OpenAI-compatible API (`/v1/chat/completions`, streaming included) "
+            "with a chat page at `/`, and adds this policy system prompt to every conversation that has none "
+            "(`--system-mode prepend|replace` for those that do; `--guard` adds a Llama Guard check):", "",
+            "> " + policy, "", "```bash", "pip install 'aloekit[serve]'",
+            f"aloekit serve {target}    # the run folder, or the model folder / hub repo", "```", "", "```bash",
+            "curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\",
+            f"  -d '{{\"model\": \"{name}\", \"messages\": [{{\"role\": \"user\", \"content\": "
+            "\"What are the symptoms of anaemia?\"}]}'", "```", ""]
+
+
 def render(run: Run, license: str | None = None, language: list[str] | None = None, tags: list[str] | None = None,
            repo_id: str | None = None) -> str:
     settings = card_settings(run, license=license, language=language, tags=tags)
@@ -256,6 +275,7 @@ def render(run: Run, license: str | None = None, language: list[str] | None = No
               f'repo = "{repo_id or "<this folder or hub repo>"}"',
               "tok = AutoTokenizer.from_pretrained(repo)", "model = AutoModelForCausalLM.from_pretrained(repo)",
               "```", ""]
+    lines += serving(run, repo_id)
     lines += ["## Evaluation", ""] + evaluation(run)
     lines += ["## Safety", ""] + safety(run)
     lines += ["## Training", ""] + training(run)
