@@ -328,7 +328,7 @@ def test_decontam_checks_every_registered_test_split(real_data):
     assert BENCHMARKS["mmlu_medical"].members == tuple(GROUPS["mmlu_medical"])
     sizes = {n: len(benchmark_items(n, str(real_data)) or []) for n in BENCHMARKS}
     assert sizes == {"medqa": 0, "medmcqa": 4183, "pubmedqa": 500, "mmlu_medical": 1089, "headqa": 2742,
-                     "careqa": 0, "aloekit_demo": 60, "medsafetybench": 900}
+                     "headqa_es": 0, "careqa": 0, "aloekit_demo": 60, "medsafetybench": 900}
 
 
 # ---------------------------------------------------------------- nothing else opens a benchmark file

@@ -210,6 +210,37 @@ def test_single_member_strategies_are_greedy():
     assert {c[2] for c in be.calls} == {0.0}
 
 
+def test_letter_answers_score_the_options_and_never_leave_a_question_unanswered():
+    """answer: letter: the likeliest letter after the prompt and 'Answer:' (a model that ignores the format, as the
+    135M default does with long RAG prompts, still answers); chains of thought keep generating."""
+
+    class LetterBackend(ScriptedBackend):
+        def __init__(self):
+            super().__init__(lambda q, opts, k, t: "nothing shown")  # its generated answers never parse
+            self.scored = []
+
+        def render(self, prompt, add_generation_prompt=True):
+            return "\n".join(m["content"] for m in prompt) + "\n<assistant>\n"
+
+        def loglikelihood_batch(self, requests):
+            self.scored += requests
+            # prefers the letter of the option whose text ends with "-2"
+            return [[0.0 if f"{c.strip()}. " in ctx and ctx.split(f"{c.strip()}. ")[1].split("\n")[0].endswith("-2")
+                     else -1.0 for c in conts] for ctx, conts in requests]
+
+    docs = make_docs(5)
+    be = LetterBackend()
+    gen = evaluate(be, docs, StrategyConfig(strategy="zeroshot"), None)
+    assert all(r["pred"] is None for r in gen) and not be.scored
+    res = evaluate(be, docs, StrategyConfig(strategy="zeroshot", answer="letter"), None)
+    assert [r["pred"] for r in res] == ["C"] * 5 and len(be.calls) == 1  # only the generating run called generate
+    assert all(ctx.endswith("<assistant>\nAnswer:") and conts == [" A", " B", " C", " D"] for ctx, conts in be.scored)
+    assert all(r["chains"][0]["text"] == "Answer: C" and r["generated_tokens"] == 0 and r["prompt_tokens"] > 0
+               for r in res)
+    cot = evaluate(be, docs, StrategyConfig(strategy="cot", answer="letter"), None)  # a chain is generated, not scored
+    assert len(be.scored) == 5 and all(r["pred"] is None for r in cot)
+
+
 # ---------------- retrieval and the leakage guard ----------------
 
 @pytest.fixture(scope="module")

@@ -430,3 +430,37 @@ def test_infer_rag_with_the_default_model_on_the_demo_corpus(tmp_path, real_mode
     out = json.loads(r.stdout)
     assert out["sources"][0]["doc_id"] == "scurvy" and len(out["sources"]) == 3
     assert out["answer"] in ("A", "B", "C", None) and out["prompt_tokens"] > 100
+
+
+def test_recipe_builds_its_index_as_a_stage_and_a_strategy_answers_from_it(real_tokenizer, tmp_path):
+    """A rag_index stage over the bundled corpus, then a medprompt stage comparing zeroshot with rag on it
+    ("@corpus"); a rerun skips both (the index is a stage output, keyed like any other)."""
+    import yaml
+    from conftest import save_tiny_llama
+    tiny_dir = save_tiny_llama(tmp_path / "tiny", real_tokenizer)
+    out = tmp_path / "run"
+    r = {"name": "rag", "output": str(out), "seed": 0, "models": {"base": str(tiny_dir)}, "report": False,
+         "stages": {
+             "corpus": {"kind": "rag_index", "config": {"corpus": ["pkg:resources/demo_corpus_rag.jsonl"],
+                                                        "chunk_tokens": 128, "overlap": 16}},
+             "answers": {"kind": "medprompt", "config": {
+                 "model": "base", "backend": {"dtype": "float32"}, "limit": 4, "strategies": ["zeroshot", "rag"],
+                 "params": {"max_new_tokens": 8, "answer_tokens": 4, "rag": {"index": "@corpus", "k": 2}}}}},
+         "evaluation": {"models": []}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(r))
+    res = run_cli("run", path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    by = {s["name"]: s for s in m["stages"]}
+    assert by["corpus"]["metrics"]["chunks"] >= 50
+    assert {"rag.accuracy", "zeroshot.accuracy"} <= set(by["answers"]["metrics"])
+    samples = [json.loads(x) for x in (out / by["answers"]["dir"] / "eval" / "samples_rag.jsonl").read_text()
+               .splitlines()]
+    assert all(len(s["passages"]) == 2 for s in samples)
+    again = run_cli("run", path)
+    assert again.returncode == 0 and "skip" in (again.stdout + again.stderr).lower(), again.stderr[-2000:]
+
+    bad = dict(r, stages={**r["stages"], "corpus": {"kind": "rag_index", "config": {"corpus": ["nope.jsonl"]}}})
+    path.write_text(yaml.safe_dump(bad))
+    one_line_error(run_cli("run", path, "--dry-run"), "stages.corpus.config.corpus[0]", "nope.jsonl")

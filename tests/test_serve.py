@@ -562,3 +562,31 @@ def test_serve_without_its_extra_is_one_line():
     r = run_without(["fastapi"], "serve")
     assert one_line_error(r) == ("error: aloekit serve needs the 'serve' extra (fastapi not installed): "
                                  "pip install 'aloekit[serve]'")
+
+
+def test_fronting_an_openai_compatible_server_adds_the_policy(tiny_backend):
+    """`--backend openai --base-url URL`: aloekit in front of another OpenAI-compatible server (on a GPU, vLLM's
+    `vllm serve`; here a second aloekit server over the tiny model stands in for it). The upstream sees the policy
+    prompt; the client gets the same answer it gets from the upstream with that prompt."""
+    from aloekit.backends import load_backend
+
+    rec = Recording(tiny_backend)
+    with live(rec, system_mode="keep") as (upstream, _):
+        front_backend = load_backend(ModelConfig(name=NAME, backend="openai", base_url=upstream + "/v1"))
+        with live(front_backend, system="Policy: answer as a careful clinician.") as (url, _):
+            q = [{"role": "user", "content": "What is sepsis?"}]
+            via_front = client(url).chat.completions.create(model=NAME, messages=q, max_tokens=12)
+            assert rec.chats[-1][0] == {"role": "system", "content": "Policy: answer as a careful clinician."}
+            direct = client(upstream).chat.completions.create(
+                model=NAME, max_tokens=12,
+                messages=[{"role": "system", "content": "Policy: answer as a careful clinician."}, *q])
+            assert via_front.choices[0].message.content == direct.choices[0].message.content
+            assert via_front.usage.completion_tokens == direct.usage.completion_tokens > 0
+
+
+def test_cli_base_url_goes_with_the_openai_backend():
+    for args in (["--backend", "openai"], ["--base-url", "http://127.0.0.1:1/v1"]):
+        r = subprocess.run([sys.executable, "-m", "aloekit.cli", "serve", *args], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().count("\n") == 0 and "--base-url" in r.stderr, r.stderr

@@ -22,6 +22,7 @@ EXTRAS = {
     "llamacpp": ("llama_cpp",),
     "openai": ("openai",),
     "serve": ("fastapi", "uvicorn"),
+    "lmeval": ("lm_eval",),
 }
 
 

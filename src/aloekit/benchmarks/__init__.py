@@ -3,7 +3,7 @@ type. See docs/benchmarks.md.
 
 - question.py: `Question` (what a model is asked), `Rows`, `listed`, `loglik_request`
 - formats.py: the question file formats' readers; requests.py: the request sets' readers and `Request`
-- registry.py: `REGISTRY` (benchmark -> splits, format, hub copy), `GROUPS`, `register`
+- registry.py: `REGISTRY` (benchmark -> splits, format, hub copy), `GROUPS`, `register`, `absent`
 - prompts.py: the letter / generate instructions and `parse_answer`
 - files.py: JSON / JSON Lines / CSV rows with line numbers, and the bad-row policy (`collect`)
 """
@@ -13,10 +13,12 @@ from .question import LETTERS, BadRow, Question, Rows, listed, loglik_request, m
 from .registry import (
     GROUPS,
     MMLU_MEDICAL,
+    PARTIAL_GROUPS,
     QUESTION_KINDS,
     REGISTRY,
     Benchmark,
     Split,
+    absent,
     data_root,
     decontam_benchmarks,
     load_many,
@@ -28,6 +30,7 @@ from .registry import (
 from .requests import Request
 
 __all__ = ["GENERATE_INSTRUCTION", "GROUPS", "LETTERS", "LETTER_INSTRUCTION", "LETTER_PREFIX", "MMLU_MEDICAL",
-           "QUESTION_KINDS", "REGISTRY", "BadRow", "Benchmark", "Question", "Request", "Rows", "Split", "data_root",
+           "PARTIAL_GROUPS", "QUESTION_KINDS", "REGISTRY", "BadRow", "Benchmark", "Question", "Request", "Rows", "Split",
+           "absent", "data_root",
            "decontam_benchmarks", "listed", "load_many", "loglik_request", "mcq_context", "parse_answer",
            "question_benchmarks", "read_split", "register", "resolve_local"]

@@ -290,6 +290,8 @@ def careqa_question(row: Any) -> Question:
         raise BadRow("row is not a JSON object")
     q = text_field(row, "question")
     options = _options(row, ("op1", "op2", "op3", "op4"))
+    if row.get("cop") is None:
+        raise BadRow("field 'cop' (the gold option, 1-4) is missing")
     return Question(0, q, options, int_index(row.get("cop"), 1, 4, "cop"), mcq_context(q),
                     subject=str(row.get("category") or ""), id=_str(row.get("unique_id") or row.get("id")))
 

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Sequence
 
 from pydantic import Field
 
-from ..benchmarks import REGISTRY, Question, decontam_benchmarks, read_split
+from ..benchmarks import REGISTRY, Question, absent, decontam_benchmarks, read_split
 from ..config import StrictModel
 from ..errors import UserError
 from ..paths import data_dir as _data_dir
@@ -175,6 +175,15 @@ def benchmark_items(name: str, data_dir: str | None) -> list[list[str]] | None:
     return [_segments(item) for p in parts if p is not None for item in p]
 
 
+def why_absent(name: str, data_dir: str | None) -> str:
+    """Where the test split was looked for, for a NOT CHECKED line: the hub copy is never read here, so a
+    benchmark is checked exactly when its file is in the data folder (MedQA and CareQA included)."""
+    root = _data_dir(data_dir, required=False)
+    if root is None:
+        return "no data folder (set data_dir or ALOEKIT_DATA_DIR)"
+    return absent(BENCHMARKS[name].members[0], root) or "no readable test item"
+
+
 def build_index(cfg: DecontamConfig, data_dir: str | None) -> tuple[NgramIndex, dict[str, str]]:
     """-> index and a status per benchmark ("checked: N items" / "not available locally ..."). A benchmark
     named explicitly that cannot be read is an error; with 'all', missing ones are reported on the card."""
@@ -188,10 +197,11 @@ def build_index(cfg: DecontamConfig, data_dir: str | None) -> tuple[NgramIndex, 
     for n in names:
         texts = benchmark_items(n, data_dir)
         if texts is None:
+            why = why_absent(n, data_dir)
             if cfg.benchmarks != ["all"]:
-                raise UserError(f"decontam: benchmark '{n}' has no local test split ({BENCHMARKS[n].hub_id}); "
+                raise UserError(f"decontam: benchmark '{n}' has no local test split ({why}); "
                                 "set data_dir or drop it from decontam.benchmarks")
-            status[n] = f"NOT CHECKED: no local test split ({BENCHMARKS[n].hub_id})"
+            status[n] = f"NOT CHECKED: no local test split ({why}; hub copy {BENCHMARKS[n].hub_id} is not read)"
             continue
         index.add_benchmark(n, texts)
         status[n] = f"checked: {len(texts)} test items"

@@ -108,7 +108,7 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
 
 def _print_list(data_dir: Optional[Path], as_json: bool) -> None:
     from ..paths import data_dir as resolve
-    from .tasks import GROUPS, TASKS
+    from .tasks import GROUPS, PARTIAL_GROUPS, TASKS
     root = resolve(data_dir, required=False)
     rows = []
     for t in TASKS.values():
@@ -129,4 +129,5 @@ def _print_list(data_dir: Optional[Path], as_json: bool) -> None:
         table.add_row(r["task"], str(r["n"]), r["scoring"], r["local"], r["local_file"], r["hub"])
     con.out.print(table)
     for g, members in GROUPS.items():
-        con.out.print(f"group [bold]{g}[/bold]: {', '.join(members)}", highlight=False)
+        partial = " (members without their file are skipped)" if g in PARTIAL_GROUPS else ""
+        con.out.print(f"group [bold]{g}[/bold]: {', '.join(members)}{partial}", highlight=False)

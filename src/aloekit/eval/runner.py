@@ -19,7 +19,7 @@ from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from . import metrics as M
 from .data import LETTERS
 from .scoring import generate_answers, parse_answer, score_letter, score_loglik
-from .tasks import TASKS, data_root, expand
+from .tasks import GROUPS, TASKS, data_root, expand, present
 
 Scoring = Literal["loglik", "letter", "generate"]
 
@@ -65,6 +65,10 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
             raise UserError(f"--strategy {strategy}: strategies answer single-choice questions; "
                             f"{', '.join(not_mcq)} are not (drop them, or score them without --strategy)")
     root = data_root(names, cfg.data_dir, cfg.hub)
+    names, groups, absent = present(cfg.tasks, root)
+    for name, why in absent.items():  # a partial group's member without its file (aloe_medical)
+        owners = ", ".join(g for g in groups if name in GROUPS[g])
+        con.note(f"[yellow]{name}: skipped ({why}); {owners} averaged without it[/yellow]")
     t0 = time.time()
 
     loaded = {}
@@ -144,6 +148,7 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
         "results": results,
         "groups": {g: results[g] for g in groups},
         "group_subtasks": dict(groups),
+        "tasks_skipped": absent,  # members of a partial group whose files were absent, and why
         "subjects": subjects,
         "n-samples": n_samples,
         "configs": configs,

@@ -4,9 +4,10 @@ their groups, and turning `--tasks` into task names."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Iterator
 
-from ..benchmarks import GROUPS, QUESTION_KINDS, REGISTRY, Benchmark, data_root
+from ..benchmarks import GROUPS, PARTIAL_GROUPS, QUESTION_KINDS, REGISTRY, Benchmark, absent, data_root
 from ..errors import UserError
 
 # kind -> metrics family (see metrics.py): "mcq" reports acc/acc_norm, the others their own measures
@@ -33,7 +34,7 @@ class _Tasks(Mapping):
 
 TASKS: Mapping[str, Benchmark] = _Tasks()
 
-__all__ = ["GROUPS", "KINDS", "TASKS", "Task", "data_root", "expand"]
+__all__ = ["GROUPS", "KINDS", "PARTIAL_GROUPS", "TASKS", "Task", "data_root", "expand", "present"]
 
 
 def expand(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -55,6 +56,26 @@ def expand(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
         tasks.extend(m for m in members if m not in tasks)
     if not tasks:
         raise UserError("--tasks: no task given; see `aloekit eval --list`")
-    if "multimedqa" in groups:  # its MMLU part is reported on its own too, as the papers do
+    if {"multimedqa", "aloe_medical"} & set(groups):  # their MMLU part is reported on its own too, as the papers do
         groups.setdefault("mmlu_medical", GROUPS["mmlu_medical"])
     return tasks, groups
+
+
+def present(names: list[str], root: Path | None) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+    """`expand`, less the members of a partial group (`aloe_medical`) whose files are absent under `root`:
+    (tasks, groups over the members kept, skipped task -> why). A task also asked for by name or through
+    another group is kept, so its missing file still stops the run; a group left with no member is dropped."""
+    tasks, groups = expand(names)
+    needed = set()
+    for raw in names:
+        name = raw.strip()
+        if name in GROUPS and name not in PARTIAL_GROUPS:
+            needed.update(GROUPS[name])
+        elif name in TASKS:
+            needed.add(name)
+    skipped = {t: why for t in tasks if t not in needed and (why := absent(t, root))}
+    if skipped and len(skipped) == len(tasks):
+        raise UserError(f"--tasks {','.join(names)}: none of the benchmark files found under {root} (e.g. "
+                        f"{next(iter(skipped.values()))}); check --data-dir, or pass --hub")
+    groups = {g: kept for g, ms in groups.items() if (kept := [m for m in ms if m not in skipped])}
+    return [t for t in tasks if t not in skipped], groups, skipped

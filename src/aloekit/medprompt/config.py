@@ -45,6 +45,11 @@ class StrategyConfig(StrictModel):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(192, ge=1, description="length cap of one chain of thought")
     answer_tokens: int = Field(12, ge=1, description="length cap of a direct answer (zeroshot, fewshot)")
+    answer: Literal["generate", "letter"] = Field(
+        "generate", description="direct strategies (zeroshot, fewshot, rag): generate 'Answer: X' and parse it, or "
+                                "take the option letter the model finds likeliest after 'Answer:' (lm-eval's letter "
+                                "scoring: a model that does not follow the format still answers). Chains of thought "
+                                "always generate")
     adaptive: bool = Field(True, description="stop sampling members once the vote is settled")
     shuffle: bool = Field(True, description="medprompt: each member sees a different order of the options")
     batch_prompts: int = Field(64, ge=1, description="prompts handed to the backend per call (across questions)")

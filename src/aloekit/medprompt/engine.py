@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import console as con
+from ..backends.base import Completion
 from ..benchmarks import LETTERS, parse_answer
 from ..benchmarks import Question as Doc
 from ..config import SamplingConfig
@@ -212,7 +213,10 @@ def evaluate(backend, docs: Sequence[Doc], cfg: StrategyConfig, db=None, desc: s
                 m = (V.members_needed(q.answers, K, len(q.doc.options), _tie_rng(cfg, q.doc)) if cfg.adaptive
                      else K - len(q.answers))
                 plan.append((i, len(q.answers), m))
-            _run_round(backend, qs, plan, cfg, round_)
+            if cfg.answer == "letter" and not cfg.chain_of_thought:
+                _letter_round(backend, qs, plan, cfg)
+            else:
+                _run_round(backend, qs, plan, cfg, round_)
             round_ += 1
             still = []
             for i in open_:
@@ -262,6 +266,26 @@ def _run_round(backend, qs: list[_Question], plan, cfg: StrategyConfig, round_: 
             total = sum(t for _, t in work) or 1
             for i, t in work:
                 qs[i].seconds += elapsed * t / total
+
+
+def _letter_round(backend, qs: list[_Question], plan, cfg: StrategyConfig) -> None:
+    """Direct answers by scoring: the prompt, the assistant turn opened with 'Answer:', then each option letter as
+    a continuation; the likeliest letter is the member's answer (greedy, so one member)."""
+    reqs = [(i, first) for i, first, m in plan if m > 0]
+    for s in range(0, len(reqs), cfg.batch_prompts):
+        chunk = reqs[s:s + cfg.batch_prompts]
+        batch = [(backend.render(member_prompt(qs[i], first, cfg)) + "Answer:",
+                  [f" {LETTERS[j]}" for j in range(len(qs[i].doc.options))]) for i, first in chunk]
+        t0 = time.perf_counter()
+        scores = backend.loglikelihood_batch(batch)
+        elapsed = time.perf_counter() - t0
+        encode = getattr(backend, "encode_prompt", None)  # exact with the hf backend; else ~4 characters a token
+        for (i, first), (ctx, _), sc in zip(chunk, batch, scores):
+            best = max(range(len(sc)), key=sc.__getitem__)
+            n = len(encode(ctx)) if encode is not None else max(1, len(ctx) // 4)
+            _record(qs[i], first, Completion(text=f"Answer: {LETTERS[best]}", prompt_tokens=n, completion_tokens=0,
+                                             finish_reason="letter"), prompt_counted=False)
+            qs[i].seconds += elapsed / len(chunk)
 
 
 def _result(q: _Question, cfg: StrategyConfig) -> dict[str, Any]:

@@ -99,4 +99,5 @@ def tokens(run_dir: Path) -> tuple[int | None, str]:
 
 
 STAGE = Stage(kind="medprompt", config=MedpromptStageConfig, run=run, model_fields=("model", "teacher"),
+              dataset_fields=("params.rag.index",),  # a corpus index folder, or "@<rag_index stage>"
               estimate=estimate, check=check, requires=requires, section="medprompt", tokens=tokens)

@@ -146,8 +146,10 @@ def _effective(kind: str, spec_cfg: dict, with_data: dict, has_data: bool, seed:
         if banned in cfg:
             raise UserError(f"'{banned}' is set by the recipe runner (stages live under the recipe's output); "
                             "remove it from the stage config")
-    cfg.setdefault("seed", seed)
-    if "data_dir" in registry.get(kind).config.model_fields:  # a stage that reads the shared data gets its folder
+    fields = registry.get(kind).config.model_fields
+    if "seed" in fields:  # a stage without randomness (a corpus index) has no seed
+        cfg.setdefault("seed", seed)
+    if "data_dir" in fields:  # a stage that reads the shared data gets its folder
         cfg.setdefault("data_dir", data_dir)
     return cfg
 

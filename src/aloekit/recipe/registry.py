@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "merge": "aloekit.merge.stage:STAGE",
     "redteam": "aloekit.redteam.stage:STAGE",
     "medprompt": "aloekit.medprompt.stage:STAGE",
+    "rag_index": "aloekit.rag.stage:STAGE",
     "benchmark": "aloekit.eval.stage:STAGE",
     EVALUATION: "aloekit.recipe.evaluation:STAGE",
 }

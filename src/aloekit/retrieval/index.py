@@ -134,6 +134,14 @@ class CorpusIndex:
     def load(cls, path: str | os.PathLike, embedding_model: str | None = None) -> "CorpusIndex":
         import numpy as np
         path = Path(path)
+        if not (path / CARD).is_file() and (path / "manifest.json").is_file():
+            # a recipe's rag_index stage ("@stage"): its run directory names the index folder among its outputs
+            try:
+                sub = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("outputs", {}).get("index")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                sub = None
+            if sub:
+                path = path / sub
         if not path.is_dir():
             what = "is not a folder" if path.exists() else "does not exist"
             raise UserError(f"{path}: index folder {what}; build one with `aloekit rag index CORPUS --output {path}`")

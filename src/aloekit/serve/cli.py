@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
                                                   "llamaguard: meta-llama/Llama-Guard-3-1B)."),
         guard_on: str = typer.Option("both", "--guard-on", help="request | response | both"),
         backend: str = typer.Option("hf", "--backend", "-b", help="hf | vllm | llamacpp | openai"),
+        base_url: Optional[str] = typer.Option(None, "--base-url", help="With --backend openai: the OpenAI-compatible "
+                                               "server to front (e.g. vLLM's `vllm serve`, http://127.0.0.1:8001/v1); "
+                                               "MODEL is then its model id."),
         dtype: str = typer.Option("auto", "--dtype"),
         max_batch: int = typer.Option(32, "--max-batch", help="Requests gathered into one generate call."),
         max_concurrent: int = typer.Option(64, "--max-concurrent", help="Requests in flight; more get 429."),
@@ -73,13 +76,17 @@ def register(app: typer.Typer) -> None:
         for flag, (value, ok) in choices.items():
             if value not in ok:
                 raise UserError(f"{flag} {value!r}: use one of {', '.join(ok)}")
+        if (base_url is None) != (backend != "openai"):
+            raise UserError("--backend openai needs --base-url (the server to front), and --base-url needs "
+                            "--backend openai")
         if system is not None and not system.strip():
             raise UserError("--system is empty; give the policy prompt text, or leave the flag out")
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         target_info = resolve_target(target, force=force)
         try:
             cfg = ServeConfig(
-                model=ModelConfig(name=target_info["model"], backend=backend, dtype=dtype, batch_size=max_batch),
+                model=ModelConfig(name=target_info["model"], backend=backend, dtype=dtype, batch_size=max_batch,
+                                  base_url=base_url),
                 served_name=target_info["served_name"], source=target_info["source"],
                 system=system or target_info.get("system") or ServeConfig().system,
                 system_source="--system" if system else target_info.get("system_source", "default"),
