@@ -53,8 +53,12 @@ def test_loaders_map_answers_and_prompts_like_lm_eval(data_dir):
 
     pub = TASKS["pubmedqa"].load(data_dir, False, 1).docs[0]
     truth = json.loads((data_dir / "pubmedqa_pqal" / "test_ground_truth.json").read_text())
-    first_id, label = next(iter(truth.items()))
-    rec = json.loads((data_dir / "pubmedqa_pqal" / "ori_pqal.json").read_text())[first_id]
+    records = json.loads((data_dir / "pubmedqa_pqal" / "ori_pqal.json").read_text())
+    # the test ids in the PQA-L file's order (test_ground_truth.json is sorted by label)
+    first_id = next(k for k in records if k in truth)
+    label, rec = truth[first_id], records[first_id]
+    first_200 = [d.gold for d in TASKS["pubmedqa"].load(data_dir, False, 200).docs]
+    assert len(set(first_200)) == 3  # a limit takes every label
     assert pub.options == ["yes", "no", "maybe"] and pub.options[pub.gold] == label
     assert pub.context == "Abstract: " + "\n".join(rec["CONTEXTS"]) + f"\nQuestion: {rec['QUESTION']}\nAnswer:"
 

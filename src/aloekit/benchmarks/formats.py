@@ -173,8 +173,10 @@ def pubmedqa_question(rec: Any) -> Question:
 
 
 def read_pubmedqa(path: Path, hint: str = "", split: str = "test") -> Iterator[Item]:
-    """split "test": the official test ids, in test_ground_truth.json's order, each label checked against it;
-    "pool": every other PMID, in the file's order (the training pool: never an evaluation split)."""
+    """split "test": the official test ids, in the order of the PQA-L file (test_ground_truth.json lists them sorted
+    by label: its first 200 are all "yes", so a --limit would measure a yes-sayer), each label checked against
+    it; ids missing from the file come last. "pool": every other PMID, in the file's order (the training pool:
+    never an evaluation split)."""
     ids_path = path.parent / "test_ground_truth.json"
     need_file(path, hint)
     need_file(ids_path, hint)
@@ -184,7 +186,9 @@ def read_pubmedqa(path: Path, hint: str = "", split: str = "test") -> Iterator[I
         raise UserError(f"{path}: expected a JSON object PMID -> record; re-download the file")
     lines = TextLines(text)
     if split == "test":
-        for pmid, label in truth.items():
+        order = [k for k in data if k in truth] + [k for k in truth if k not in data]
+        for pmid in order:
+            label = truth[pmid]
             line, _ = lines.find_key(pmid)
             where = f"{path}:{line}" if line else f"{ids_path}: id {pmid}"
             rec = data.get(pmid)
