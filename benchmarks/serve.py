@@ -178,7 +178,9 @@ def main() -> None:
                          "tokens": of(name, "tokens"),
                          "vs_peer": [round(x, 2) for x in ratio] if name == "aloekit" else None})
     c8 = next(r for r in rows if r["server"] == "aloekit" and r["concurrency"] == 8)["vs_peer"]
+    from _common import git_sha, machine
     md = ["# Serving throughput: aloekit serve vs llama-cpp-python's OpenAI server (SmolLM2-135M-Instruct, CPU)", "",
+          f"git {git_sha()}, {machine()['date']}.", "",
           f"{os.cpu_count()} CPU cores; greedy, max_tokens={a.max_tokens}, non-streaming chat completions with the "
           f"medical system prompt; {a.repeats} paired repeats, median [min–max]. aloekit: hf backend, bf16, "
           "requests batched (--max-batch 32). Peer: llama-cpp-python server on the same model's Q4_1 GGUF, "

@@ -161,8 +161,8 @@ def test_pubmedqa_reader_splits(tmp_path):
     p = _write(tmp_path / "ori_pqal.json", json.dumps(recs, indent=1))
     _write(tmp_path / "test_ground_truth.json", json.dumps({"20": "maybe", "30": "no"}))
     test = _ok(F.read_pubmedqa(p, "", split="test"))
-    assert [q.id for q in test] == ["20", "30"]  # the ground truth's order
-    q = test[0]
+    assert [q.id for q in test] == ["30", "20"]  # the PQA-L file's order (the ground truth's is sorted by label)
+    q = test[1]
     assert q.question == "Abstract: First part.\nSecond part.\n\nQuestion: Q20?" and q.gold == 2
     assert q.context == "Abstract: First part.\nSecond part.\nQuestion: Q20?\nAnswer:"
     assert (q.stem, q.passage, q.explanation) == ("Q20?", "First part. Second part.", "long")
