@@ -10,6 +10,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def one_line_error(r, *fragments) -> str:
+    """A CLI run that failed the way bad input must: exit 2, one `error:` line naming the fragments, no traceback,
+    nothing on stdout. Returns the line."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == "", r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Real benchmark data (read-only, never copied into the repo)."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import one_line_error as assert_one_line_error
 
 from aloekit.errors import UserError
 from aloekit.eval.tasks import TASKS
@@ -24,13 +25,6 @@ def run(*args):
     return subprocess.run([*ALOEKIT, *args], capture_output=True, text=True, timeout=300)
 
 
-def assert_one_line_error(r, *fragments):
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr and r.stdout == "", r.stderr
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 def _medmcqa(text: bytes) -> bytes:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import one_line_error as assert_one_line_error
 
 ALOEKIT = [sys.executable, "-m", "aloekit.cli"]
 
@@ -15,13 +16,6 @@ def run(*args, input=None, env=None):
                           env={**os.environ, **(env or {})})
 
 
-def assert_one_line_error(r, *fragments):
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr and r.stdout == ""
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for f in fragments:
-        assert f in lines[0]
 
 
 @pytest.mark.real_model

@@ -13,6 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error
 
 from aloekit.backends.base import Backend, Completion
 from aloekit.benchmarks import Question
@@ -36,14 +37,6 @@ def run_cli(*args, env=None):
                           env={**os.environ, **(env or {})})
 
 
-def one_line_error(r, *fragments):
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr and r.stdout == ""
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def write_corpus(path: Path, extra=()) -> Path:

@@ -28,9 +28,7 @@ def index_corpus(corpus: list[str | os.PathLike], output: str | os.PathLike, tex
                  chunk_tokens: int = 192, overlap: int = 32, embedding_model: str = DEFAULT_EMBEDDER,
                  dense: str = "auto", batch: int = 512, append: bool = False, skip_bad_rows: bool = False,
                  limit: int | None = None) -> dict[str, Any]:
-    require_retrieval("aloekit rag index")
-    from ..extras import require
-    require("retrieval", "bm25s", what="aloekit rag index")
+    require_retrieval("aloekit rag index")  # the retrieval extra includes bm25s
     if batch < 1:
         raise UserError(f"--batch {batch}: give at least 1")
     if dense not in ("auto", "flat", "ivf", "hnsw"):

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..benchmarks import resolve_local
 from ..config import StrictModel
 from ..errors import UserError
 from ..retrieval.embed import DEFAULT_EMBEDDER
@@ -33,19 +34,12 @@ class RagIndexConfig(StrictModel):
     output: str | None = None  # filled in by the recipe
 
 
-def _path(p: str) -> str:
-    if p.startswith("pkg:"):
-        from importlib.resources import files
-        return str(files("aloekit").joinpath(p[4:]))
-    return p
-
-
 def run(cfg: RagIndexConfig, inputs: dict[str, Path], out: Path) -> Path:
     from ..rundir import RunDir
     from .build import index_corpus
     rd = RunDir(out, "rag_index", cfg)
     with rd.timed("index"):
-        card = index_corpus([_path(c) for c in cfg.corpus], out / INDEX, text_field=cfg.text_field,
+        card = index_corpus([resolve_local(c) for c in cfg.corpus], out / INDEX, text_field=cfg.text_field,
                             chunk_tokens=cfg.chunk_tokens, overlap=cfg.overlap, embedding_model=cfg.embedding_model,
                             dense=cfg.dense, batch=cfg.batch, skip_bad_rows=cfg.skip_bad_rows, limit=cfg.limit)
     rd.output(INDEX, INDEX)
@@ -59,7 +53,7 @@ def estimate(cfg: RagIndexConfig) -> Estimate:
 
 def check(cfg: RagIndexConfig, where: str) -> None:
     for i, c in enumerate(cfg.corpus):
-        if not Path(_path(c)).exists():
+        if not resolve_local(c).exists():
             raise UserError(f"{where}.config.corpus[{i}]: {c} does not exist; give a corpus file or folder")
     if cfg.overlap >= cfg.chunk_tokens:
         raise UserError(f"{where}.config.overlap: {cfg.overlap} must be below chunk_tokens ({cfg.chunk_tokens})")

@@ -373,15 +373,18 @@ def create_app(cfg: ServeConfig, engine: Engine, guard=None, log: Optional[Reque
             if admitted:
                 state["active"] -= 1
 
+    async def next_event(job: Job, deadline: float):
+        """The engine's next (kind, payload) for this job; past the deadline the job is cancelled and 504."""
+        try:
+            return await asyncio.wait_for(job.events.get(), timeout=max(deadline - time.monotonic(), 0.001))
+        except asyncio.TimeoutError:
+            job.cancelled = True
+            raise APIError(504, f"the request took longer than this server's timeout of {cfg.timeout_s:g} s",
+                           "timeout_error", code="timeout") from None
+
     async def wait_done(job: Job, deadline: float):
         while True:
-            left = deadline - time.monotonic()
-            try:
-                kind, payload = await asyncio.wait_for(job.events.get(), timeout=max(left, 0.001))
-            except asyncio.TimeoutError:
-                job.cancelled = True
-                raise APIError(504, f"the request took longer than this server's timeout of {cfg.timeout_s:g} s",
-                               "timeout_error", code="timeout") from None
+            kind, payload = await next_event(job, deadline)
             if kind == "done":
                 return payload
             if kind == "error":
@@ -444,13 +447,7 @@ def create_app(cfg: ServeConfig, engine: Engine, guard=None, log: Optional[Reque
                 yield piece
             first_token = None
             while True:
-                left = deadline - time.monotonic()
-                try:
-                    kind, payload = await asyncio.wait_for(job.events.get(), timeout=max(left, 0.001))
-                except asyncio.TimeoutError:
-                    job.cancelled = True
-                    raise APIError(504, f"the request took longer than this server's timeout of "
-                                   f"{cfg.timeout_s:g} s", "timeout_error", code="timeout") from None
+                kind, payload = await next_event(job, deadline)
                 if kind == "delta":
                     if first_token is None:
                         first_token = time.perf_counter()
