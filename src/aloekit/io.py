@@ -109,3 +109,35 @@ def read_text_utf8(path: str | os.PathLike, encoding: str = "utf-8", newline: st
     turns \\r\\n and \\r into \\n; "" keeps them, as the csv module wants), but not UTF-8 is a UserError."""
     text = decode_utf8(Path(path).read_bytes(), path, encoding, what)
     return text if newline == "" else text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+class GenerationCache:
+    """Append-only JSONL of generations; a torn last line (kill -9 mid-write) is cut off on open."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[str, dict] = {}
+        if self.path.exists():
+            raw = self.path.read_bytes()
+            if raw and not raw.endswith(b"\n"):
+                raw = raw[: raw.rfind(b"\n") + 1]
+                with open(self.path, "r+b") as f:
+                    f.truncate(len(raw))
+            for line in raw.decode("utf-8").splitlines():
+                try:
+                    e = json.loads(line)
+                    self.entries[e["key"]] = e
+                except (json.JSONDecodeError, KeyError):
+                    continue
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def add_many(self, entries: list[dict]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+            f.flush()
+            os.fsync(f.fileno())
+        for e in entries:
+            self.entries[e["key"]] = e

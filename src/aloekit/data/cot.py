@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -24,6 +23,7 @@ from pydantic import Field
 
 from ..config import ModelConfig, SamplingConfig, StrictModel
 from ..console import note, progress
+from ..io import GenerationCache
 from .records import Record
 
 SYSTEM = ("You are a medical expert who explains exam questions clearly and rigorously to medical students.")
@@ -83,38 +83,6 @@ def judge(text: str, finish_reason: str, gold: str, letters: Sequence[str], cfg:
     if got is None:
         return "no_answer"
     return "accepted" if got == gold else "wrong_answer"
-
-
-class GenerationCache:
-    """Append-only JSONL of generations; a torn last line (kill -9 mid-write) is cut off on open."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.entries: dict[str, dict] = {}
-        if self.path.exists():
-            raw = self.path.read_bytes()
-            if raw and not raw.endswith(b"\n"):
-                raw = raw[: raw.rfind(b"\n") + 1]
-                with open(self.path, "r+b") as f:
-                    f.truncate(len(raw))
-            for line in raw.decode("utf-8").splitlines():
-                try:
-                    e = json.loads(line)
-                    self.entries[e["key"]] = e
-                except (json.JSONDecodeError, KeyError):
-                    continue
-
-    def get(self, key: str) -> dict | None:
-        return self.entries.get(key)
-
-    def add_many(self, entries: list[dict]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
-            f.flush()
-            os.fsync(f.fileno())
-        for e in entries:
-            self.entries[e["key"]] = e
 
 
 def _key(teacher: str, prompt: list[dict], sampling: SamplingConfig, attempt: int) -> str:

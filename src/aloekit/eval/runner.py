@@ -35,6 +35,16 @@ class EvalConfig(StrictModel):
     max_new_tokens: int = Field(256, ge=1, description="generate scoring only")
     seed: int = 0
     output: str | None = None
+    # a registered name (aloe_medical) or text: letter and generate scoring, strategies and open-ended answers
+    # use it; loglik scoring never does (lm-eval parity), and results.json says which prompt each task used
+    system_prompt: str | None = None
+    # open-ended tasks (open_<benchmark>, eval/openended.py): LLM judges (two give Cohen's kappa), an optional LLM
+    # rewriter (default: rules), embedding similarity next to ROUGE-L, retries of a judge reply that is not JSON
+    judges: list[ModelConfig] = Field(default_factory=list, max_length=2)
+    rewriter: ModelConfig | None = None
+    similarity: bool = False
+    judge_retries: int = Field(2, ge=0)
+    calibrate: bool = True  # also score each judge on the bundled labelled answers (resources/judge_calibration)
 
 
 # tokens/question etc. of a strategy run, added to each task's results as "<key>,none"
