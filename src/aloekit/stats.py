@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from statistics import NormalDist
 from typing import Sequence
 
@@ -110,3 +111,15 @@ def bootstrap_paired_diff(ref: Sequence[float], new: Sequence[float], confidence
     """Percentile interval for mean(new) - mean(ref), resampling items (the pairs stay together)."""
     diffs = [x - r for r, x in zip(ref, new, strict=True)]
     return bootstrap_mean(diffs, confidence, seed, resamples)
+
+
+def cohen_kappa(a: Sequence, b: Sequence) -> float | None:
+    """Cohen's kappa between two raters' labels (any hashable categories); None when chance agreement is 1 or
+    there are no items (kappa is undefined there, not 0)."""
+    n = len(a)
+    if n == 0 or n != len(b):
+        return None
+    po = sum(x == y for x, y in zip(a, b)) / n
+    ca, cb = Counter(a), Counter(b)
+    pe = sum(ca[k] * cb.get(k, 0) for k in ca) / (n * n)
+    return None if pe == 1 else round((po - pe) / (1 - pe), 4)

@@ -93,10 +93,30 @@ def write_card(out: Path, card: dict) -> None:
                f"{cot['tokens']['completion']} generated ({cot['generations']} generations).", ""]
     else:
         md += ["Not enabled.", ""]
-    md += ["## Mixture", "", "```", str(card["mixture"]), "```", "",
-           "## Sources and licenses", "",
+    md += _mixture(card["mixture"])
+    md += ["## Sources and licenses", "",
            _table(["source", "license", "description"],
                   [[s, v["license"], v["description"]] for s, v in card["sources"].items()]), "",
            "## Length histograms", "", "![prompt lengths](plots/length_prompt.png)",
            "![response lengths](plots/length_response.png)", ""]
     atomic_write_text(out / "card.md", "\n".join(md))
+
+
+def _mixture(m: dict) -> list[str]:
+    md = ["## Mixture", ""]
+    if "by_source" in m:
+        asked = m.get("general_fraction")
+        md += [f"SFT mix: {m['sft_rows']} rows: {m['medical_rows']} medical, {m['general_rows']} general-domain "
+               f"(general fraction {m['achieved_general_fraction']}"
+               + (f", requested {asked}" if asked is not None else ", natural: no general_fraction set") + ")."]
+        if m.get("general_wanted") is not None and m["general_offered"] < m["general_wanted"]:
+            md += [f"**Short of general data**: {m['general_offered']} general-domain rows for the "
+                   f"{m['general_wanted']} the fraction asks for; medical rows are never dropped to reach it."]
+        md += ["", _table(["source", "domain", "weight", "rows after weights", "rows in mix", "share of SFT mix"],
+                          [[s, v["domain"], m.get("weights", {}).get(s, 1.0), v["offered"], v["rows"], v["share"]]
+                           for s, v in m["by_source"].items()]), ""]
+        if m.get("preference_rows"):
+            md += [f"Preference rows ({m['preference_rows']}) form their own dataset and are not part of the SFT mix.",
+                   ""]
+    md += [f"Validation fraction {m.get('validation_fraction')} (seeded per record; repeats stay on one side).", ""]
+    return md

@@ -95,9 +95,10 @@ def sources() -> None:
     from .. import console as con
     from .decontam import BENCHMARKS
     from .sources import REGISTRY
-    t = Table("source", "kind", "local", "hub", "license", "description")
+    t = Table("source", "kind", "domain", "local", "hub", "license", "description")
     for s in REGISTRY.values():
-        t.add_row(s.name, s.kind, s.local or "", s.hub_id or "", s.license, s.description)
+        t.add_row(s.name, s.kind, "general" if s.general else "medical", s.local or "", s.hub_id or "", s.license,
+                  s.description)
     con.out.print(t)
     b = Table("benchmark (decontam)", "local test split", "hub")
     for x in BENCHMARKS.values():

@@ -91,7 +91,9 @@ def _key(teacher: str, prompt: list[dict], sampling: SamplingConfig, attempt: in
 
 
 def select_pool(records: Sequence[Record], cfg: CotConfig, seed: int) -> list[Record]:
-    cands = [r for r in records if r.kind == "mcq" and (not cfg.sources or r.source in cfg.sources)]
+    # the teacher prompt is a medical one: general-domain MCQs join the pool only when cot.sources names them
+    cands = [r for r in records if r.kind == "mcq"
+             and (r.source in cfg.sources if cfg.sources else "general" not in r.tags)]
     # a per-record hash order: the pool does not change when unrelated records are added
     cands.sort(key=lambda r: hashlib.sha1(f"{seed}:{r.id}".encode()).hexdigest())
     return cands[: cfg.max_records]

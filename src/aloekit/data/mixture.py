@@ -46,17 +46,39 @@ def apply_weights(records: Sequence[Record], weights: dict[str, float], caps: di
 
 def apply_general_fraction(records: list[Record], general: set[str], fraction: float | None, seed: int
                            ) -> tuple[list[Record], dict]:
-    gen = [r for r in records if r.source in general]
-    med = [r for r in records if r.source not in general]
-    if fraction is None or not gen:
-        return records, {"general_rows": len(gen), "medical_rows": len(med),
-                         "achieved_general_fraction": round(len(gen) / max(len(records), 1), 4)}
-    want = int(round(fraction / (1 - fraction) * len(med)))
-    if want < len(gen):
-        gen = sorted(gen, key=lambda r: _u(seed, "gen", r.id))[:want]
-    out = med + gen
-    return out, {"general_rows": len(gen), "medical_rows": len(med), "requested_general_fraction": fraction,
-                 "achieved_general_fraction": round(len(gen) / max(len(out), 1), 4)}
+    """Keep a seeded sample of the general-domain SFT rows so that they make up `fraction` of the SFT mix.
+
+    Medical rows are never dropped to reach the fraction: with too few general rows all of them are kept and the
+    report shows the shortfall. Preference rows go to their own dataset, so they are neither counted nor sampled.
+    Rows keep their input order (a filter), so a build without general sources is unchanged by this step.
+    """
+    sft = [i for i, r in enumerate(records) if r.kind != "preference"]
+    gen = [i for i in sft if records[i].source in general]
+    n_med = len(sft) - len(gen)
+    drop: set[int] = set()
+    want = None
+    if fraction is not None:
+        want = int(round(fraction / (1 - fraction) * n_med))
+        # one hash order over all general sources: each keeps its share of the general rows
+        order = sorted(gen, key=lambda i: (_u(seed, "gen", records[i].id), i))
+        drop = set(order[want:])
+    out = [r for i, r in enumerate(records) if i not in drop]
+
+    by_source: dict[str, dict] = {}
+    for i in sft:
+        r = records[i]
+        s = by_source.setdefault(r.source, {"domain": "general" if r.source in general else "medical",
+                                            "offered": 0, "rows": 0})
+        s["offered"] += 1
+        s["rows"] += i not in drop
+    total = len(sft) - len(drop)
+    for s in by_source.values():
+        s["share"] = round(s["rows"] / max(total, 1), 4)
+    n_gen = len(gen) - len(drop)
+    return out, {"sft_rows": total, "medical_rows": n_med, "general_rows": n_gen,
+                 "general_offered": len(gen), "general_wanted": want,
+                 "achieved_general_fraction": round(n_gen / max(total, 1), 4),
+                 "preference_rows": len(records) - len(sft), "by_source": by_source}
 
 
 def split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

@@ -16,10 +16,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import StrictModel
-from ..console import note
+from ..console import note, warn
 from ..errors import UserError
 from ..extras import require
 from ..io import atomic_dir, atomic_write_jsonl
@@ -48,6 +48,19 @@ class DataConfig(StrictModel):
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
     cot: CotConfig = Field(default_factory=CotConfig)
     mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+
+    @model_validator(mode="after")
+    def _general_sources(self):
+        f = self.mixture.general_fraction
+        general = [s.name for s in self.sources if is_general(s)]
+        if f and not general:
+            known = ", ".join(n for n, s in REGISTRY.items() if s.general)
+            raise ValueError(f"mixture.general_fraction {f:g} needs a general-domain source: add one ({known}) "
+                             "or set general: true on a source of your own")
+        if f and len(general) == len(self.sources):
+            raise ValueError(f"mixture.general_fraction {f:g} is a share of a mix with medical data, but every "
+                             "source is general-domain: add a medical source or remove general_fraction")
+        return self
 
 
 def _count(records) -> Counter:
@@ -137,6 +150,11 @@ def run(cfg: DataConfig, backend=None) -> Path:
         general = {s.name for s in cfg.sources if is_general(s)}
         mixed, mix_report = apply_general_fraction(weighted, general, cfg.mixture.general_fraction, cfg.seed)
         funnel["after_mixture"] = dict(_count(mixed))
+        m = mix_report
+        if m["general_wanted"] is not None and m["general_offered"] < m["general_wanted"]:
+            warn(f"mixture: {m['general_offered']} general-domain rows for the {m['general_wanted']} that "
+                 f"general_fraction {cfg.mixture.general_fraction} asks for; the mix has "
+                 f"{m['achieved_general_fraction']} (medical rows are never dropped for it)")
 
     with run_dir.timed("render"):
         sft, pref = [], []

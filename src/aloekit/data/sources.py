@@ -81,6 +81,13 @@ REGISTRY: dict[str, SourceSpec] = {s.name: s for s in [
                hub_id="keivalya/MedQuad-MedicalQnADataset", hub_fields={"question": "Question", "answer": "Answer"}),
     SourceSpec("wiki_medical_terms", "qa", "GPL-3.0", "Wikipedia medical terms (Aloe Beta collection; hub only)",
                hub_id="gamino/wiki_medical_terms", hub_fields={"question": "page_title", "answer": "page_text"}),
+    # general-domain instruction data: Aloe Beta mixes ~20% of it into SFT so the model keeps its general skills
+    SourceSpec("smoltalk", "chat", "Apache-2.0",
+               "SmolTalk general chat and instruction following, all subsets (general domain; hub only)",
+               hub_id="HuggingFaceTB/smoltalk", hub_config="all", hub_fields={"messages": "messages"}, general=True),
+    SourceSpec("metamathqa", "qa", "MIT", "MetaMathQA math word problems with worked solutions (general domain; "
+               "hub only)", hub_id="meta-math/MetaMathQA", hub_fields={"question": "query", "answer": "response"},
+               general=True),
     _demo("mcq", "mcq", "aloekit demo: medical MCQs with explanations"),
     _demo("qa", "qa", "aloekit demo: medical QA pairs"),
     _demo("preference", "preference", "aloekit demo: preference pairs"),
@@ -159,9 +166,11 @@ def load_source(sc: SourceConfig, data_dir: str | None, bad: BadRows) -> Iterato
 
 
 def _tag(records, sc: SourceConfig):
+    # the "general" tag travels with the row, so templates and the CoT pool can keep medical framing off it
+    tags = set(sc.tags) | ({"general"} if is_general(sc) else set())
     for r in records:
-        if sc.tags:
-            r.tags = sorted(set(r.tags) | set(sc.tags))
+        if tags:
+            r.tags = sorted(set(r.tags) | tags)
         yield r
 
 

@@ -59,6 +59,11 @@ PREFERENCE = QA  # preference prompts get the same user-facing wrappers as QA
 
 COUNTS = {"mcq": len(MCQ), "qa": len(QA), "chat": len(CHAT), "preference": len(PREFERENCE)}
 
+# General-domain rows (tag "general") draw only from the templates that do not call the question medical, and get
+# no medical system prompt: they are there to keep general skills, not to dress arithmetic as a patient's question.
+GENERAL_MCQ = (0, 1, 2, 4, 5, 9, 10)
+GENERAL_QA = (0, 1, 5, 9)
+
 
 def _rng(seed: int, rec_id: str) -> random.Random:
     return random.Random(f"{seed}:{rec_id}")
@@ -76,8 +81,9 @@ def _system(rng: random.Random) -> list[dict]:
 def render_sft(r: Record, seed: int) -> tuple[list[dict], str]:
     """-> (messages, template id) for an SFT row."""
     rng = _rng(seed, r.id)
+    general = "general" in r.tags
     if r.kind == "mcq":
-        t = rng.randrange(len(MCQ))
+        t = rng.choice(GENERAL_MCQ) if general else rng.randrange(len(MCQ))
         user, style, ans = MCQ[t]
         opts = "\n".join(OPTION_STYLES[style].format(L=k, t=v) for k, v in sorted(r.options.items()))
         prompt = user.format(ctx=_ctx(r), q=r.question, opts=opts)
@@ -88,15 +94,17 @@ def render_sft(r: Record, seed: int) -> tuple[list[dict], str]:
             response = f"{r.explanation.strip()}\n\n{final}"
         else:
             response = final
-        return _system(rng) + [{"role": "user", "content": prompt},
-                               {"role": "assistant", "content": response}], f"mcq/{t:02d}"
+        system = [] if general else _system(rng)
+        return system + [{"role": "user", "content": prompt},
+                         {"role": "assistant", "content": response}], f"mcq/{t:02d}"
     if r.kind == "qa":
-        t = rng.randrange(len(QA))
+        t = rng.choice(GENERAL_QA) if general else rng.randrange(len(QA))
         prompt = QA[t].format(ctx=_ctx(r), q=r.question)
-        return _system(rng) + [{"role": "user", "content": prompt},
-                               {"role": "assistant", "content": r.answer}], f"qa/{t:02d}"
+        system = [] if general else _system(rng)
+        return system + [{"role": "user", "content": prompt},
+                         {"role": "assistant", "content": r.answer}], f"qa/{t:02d}"
     if r.kind == "chat":
-        t = rng.randrange(len(CHAT))
+        t = 0 if general else rng.randrange(len(CHAT))  # CHAT[0] adds no system prompt
         msgs = list(r.messages)
         if CHAT[t] and not any(m["role"] == "system" for m in msgs):
             msgs = [{"role": "system", "content": CHAT[t]}] + msgs

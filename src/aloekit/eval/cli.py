@@ -48,6 +48,21 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
                                              "(knn, medprompt: passages too)."),
         members: Optional[int] = typer.Option(None, "--members", help="Ensemble size (sc-cot, medprompt)."),
         shots: Optional[int] = typer.Option(None, "--shots", help="Examples in the prompt (fewshot, knn, medprompt)."),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt",
+                                                    help="Registered name (aloe_medical) or text: letter/generate "
+                                                         "scoring and open-ended answers (never loglik)."),
+        judge: Optional[List[str]] = typer.Option(None, "--judge", "--judges",
+                                                  help="Open-ended tasks: judge model(s), comma-separated or "
+                                                       "repeated (two give Cohen's kappa): name, backend:name, "
+                                                       "openai:model@http://host/v1."),
+        judge_mode: Optional[str] = typer.Option(None, "--judge-mode", help="generate (JSON verdict + rationale) | "
+                                                 "likelihood (most likely verdict word; hf judges)."),
+        rewriter: Optional[str] = typer.Option(None, "--rewriter", help="Open-ended tasks: an LLM rewrites the "
+                                               "questions (default: rules)."),
+        use_similarity: bool = typer.Option(False, "--similarity", help="Open-ended tasks: embedding similarity "
+                                            "next to ROUGE-L (retrieval extra)."),
+        no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip scoring the judges on the bundled "
+                                          "labelled answers."),
         list_tasks: bool = typer.Option(False, "--list", help="List the benchmarks and groups, then exit."),
         as_json: bool = typer.Option(False, "--json", help="With --list: print JSON."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with EvalConfig keys."),
@@ -70,12 +85,22 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
                  "hub": hub or None, "skip_bad_rows": skip_bad_rows or None, "model.backend": backend,
                  "model.dtype": dtype, "strategy": strategy, "db": str(db) if db else None,
                  "strategy_params.rag.index": str(index) if index else None,
-                 "strategy_params.members": members, "strategy_params.shots": shots}
+                 "strategy_params.members": members, "strategy_params.shots": shots,
+                 "system_prompt": system_prompt, "similarity": use_similarity or None,
+                 "calibrate": False if no_calibrate else None, "judge_mode": judge_mode}
+        from .openended import parse_model_spec
+        if judge:
+            specs = [x for j in judge for x in j.split(",") if x.strip()]
+            flags["judges"] = [parse_model_spec(x).model_dump(exclude_defaults=True) for x in specs]
+        if rewriter:
+            flags["rewriter"] = parse_model_spec(rewriter, "--rewriter").model_dump(exclude_defaults=True)
         overrides = list(sets or []) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
         data = deep_merge(read_yaml(config) if config else {}, parse_overrides(overrides))
         # the strategy keys (in the YAML, --set or the flags) configure the answerer, the rest is an EvalConfig
         given = {k: data.pop(k) for k in STRATEGY_KEYS if k in data}
         strategy = given.get("strategy")
+        if strategy and data.get("system_prompt"):  # a strategy builds its own prompts: it takes the policy too
+            given["strategy_params"] = {**given.get("strategy_params", {}), "system_prompt": data["system_prompt"]}
         # one flag, two caps: the free-text answer of generate scoring, or a strategy's chain of thought
         if max_new_tokens is not None:
             if strategy:

@@ -16,10 +16,12 @@ from .. import console as con
 from ..config import ModelConfig, SamplingConfig, StrictModel
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..prompts import resolve_system_prompt, system_prompt_label
 from . import metrics as M
+from . import openended as O
 from .data import LETTERS
 from .scoring import generate_answers, parse_answer, score_letter, score_loglik
-from .tasks import GROUPS, TASKS, data_root, expand, present
+from .tasks import GROUPS, OPEN_TASKS, TASKS, data_root, expand, present, sources
 
 Scoring = Literal["loglik", "letter", "generate"]
 
@@ -44,6 +46,8 @@ class EvalConfig(StrictModel):
     rewriter: ModelConfig | None = None
     similarity: bool = False
     judge_retries: int = Field(2, ge=0)
+    # "generate" | "likelihood", one for all judges or one per judge, comma-separated ("generate,likelihood")
+    judge_mode: str = "generate"
     calibrate: bool = True  # also score each judge on the bundled labelled answers (resources/judge_calibration)
 
 
@@ -70,11 +74,15 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
     names, groups = expand(cfg.tasks)
     strategy = answerer.name if answerer is not None else None
     if answerer is not None:
-        not_mcq = [n for n in names if TASKS[n].kind != "mcq"]
+        not_mcq = [n for n in names if n in OPEN_TASKS or TASKS[n].kind != "mcq"]
         if not_mcq:
             raise UserError(f"--strategy {strategy}: strategies answer single-choice questions; "
                             f"{', '.join(not_mcq)} are not (drop them, or score them without --strategy)")
-    root = data_root(names, cfg.data_dir, cfg.hub)
+    system = resolve_system_prompt(cfg.system_prompt, "system_prompt")
+    open_names = [n for n in names if n in OPEN_TASKS]
+    if (cfg.judges or cfg.rewriter) and not open_names:
+        raise UserError("--judge/--rewriter: only open-ended tasks (open_<benchmark>) are judged; add one to --tasks")
+    root = data_root(sources(names), cfg.data_dir, cfg.hub)
     names, groups, absent = present(cfg.tasks, root)
     for name, why in absent.items():  # a partial group's member without its file (aloe_medical)
         owners = ", ".join(g for g in groups if name in GROUPS[g])
@@ -83,12 +91,30 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
 
     loaded = {}
     for name in names:  # load everything first: a bad file fails before minutes of scoring
-        loaded[name] = TASKS[name].load(root, cfg.skip_bad_rows, cfg.limit)
+        if name in OPEN_TASKS:  # whole files: the rewrite filter drops some, --limit counts the questions kept
+            loaded[name] = _load_open(name, root, cfg.skip_bad_rows)
+        else:
+            loaded[name] = TASKS[name].load(root, cfg.skip_bad_rows, cfg.limit)
         if loaded[name].skipped:
             con.note(f"[yellow]{name}: skipped {loaded[name].skipped} bad row(s), first at "
                      f"{loaded[name].skipped_where[0]}[/yellow]")
     t_load_data = time.time() - t0
 
+    t1 = time.time()
+    from ..backends import load_backend
+    if backend is None:
+        backend = load_backend(eval_model_config(cfg.model))
+    modes = _judge_modes(cfg.judge_mode, len(cfg.judges))
+    judges = [O.Judge(backend if _same(j, cfg.model) else load_backend(eval_model_config(j)), j,
+                      cfg.judge_retries, cfg.seed, label=_label(j, cfg.judges[:i], modes[i]), mode=modes[i])
+              for i, j in enumerate(cfg.judges)]
+    for j in judges:
+        j.probe()
+    rewriter = None
+    if cfg.rewriter is not None:
+        rewriter = backend if _same(cfg.rewriter, cfg.model) else load_backend(eval_model_config(cfg.rewriter))
+    t_load_model = time.time() - t1
+    # after the models: a judge endpoint that cannot be reached fails before the run directory is written
     run_dir = None
     if cfg.output:
         from ..rundir import RunDir
@@ -96,11 +122,7 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
         if answerer is not None:
             inputs.update(answerer.inputs())
         run_dir = RunDir(cfg.output, "eval", cfg, seed=cfg.seed, inputs=inputs)
-    t1 = time.time()
-    if backend is None:
-        from ..backends import load_backend
-        backend = load_backend(eval_model_config(cfg.model))
-    t_load_model = time.time() - t1
+    open_info: dict[str, Any] = {}
 
     results: dict[str, Any] = {}
     samples: dict[str, list[dict]] = {}
@@ -110,7 +132,25 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
     timings: dict[str, float] = {}
     strategy_summaries: dict[str, dict] = {}
     for name in names:
-        task, rows = TASKS[name], loaded[name]
+        rows = loaded[name]
+        if name in OPEN_TASKS:
+            t = time.time()
+            results[name], samples[name], open_info[name] = O.run_task(
+                name, rows.docs, backend, O.model_id(cfg.model), judges, limit=cfg.limit,
+                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, system=system, use_similarity=cfg.similarity,
+                rewriter=rewriter, rewriter_id=O.model_id(cfg.rewriter) if cfg.rewriter else "",
+                out_dir=Path(cfg.output) if cfg.output else None)
+            timings[name] = round(time.time() - t, 3)
+            subjects[name] = {}
+            rw = open_info[name]["rewrite"]
+            n_samples[name] = {"effective": rw["kept"], "skipped": rows.skipped, "dropped_by_rewrite": rw["dropped"]}
+            configs[name] = {"task": name, "title": f"open-ended {', '.join(OPEN_TASKS[name])}", "kind": "open",
+                             "scoring": "open-ended", "source": rows.source, "sources": OPEN_TASKS[name],
+                             "system_prompt": system_prompt_label(cfg.system_prompt),
+                             "judges": [j.label for j in judges], "rewriter": rw["rewriter"] or "rules",
+                             "prompt": O.ANSWER_INSTRUCTION}
+            continue
+        task = TASKS[name]
         docs = rows.docs
         scoring = cfg.scoring if cfg.scoring in task.modes else "loglik"
         if answerer is not None:
@@ -128,11 +168,11 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
             scores = score_loglik(backend, docs, task.delimiter, name)
             preds = [M.argmax(s) for s in scores]
         elif scoring == "letter":
-            scores = score_letter(backend, docs, name)
+            scores = score_letter(backend, docs, name, system)
             preds = [M.argmax(s) for s in scores]
         else:
             sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed)
-            texts = generate_answers(backend, docs, sampling, name)
+            texts = generate_answers(backend, docs, sampling, name, system)
             scores = [None] * len(docs)
             preds = [parse_answer(x, len(d.options)) for x, d in zip(texts, docs)]
         timings[name] = round(time.time() - t, 3)
@@ -148,7 +188,10 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
         configs[name] = {"task": name, "title": task.title, "kind": task.kind, "scoring": scoring,
                          "source": rows.source, "target_delimiter": task.delimiter,
                          "prompt": "loglik context, e.g. " + repr(docs[0].context[-200:])
-                         if scoring == "loglik" else f"chat template; {strategy or scoring}"}
+                         if scoring == "loglik" else f"chat template; {strategy or scoring}",
+                         # loglik scores raw text (lm-eval parity); a strategy states its own prompt in "strategy"
+                         "system_prompt": "none" if scoring == "loglik" else
+                         "see strategy" if scoring == "strategy" else system_prompt_label(cfg.system_prompt)}
         samples[name] = [_sample(*row) for row in zip(docs, scores, preds, texts, per, answers)]
 
     for g, members in groups.items():
@@ -173,6 +216,16 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None) -> dict
     }
     if answerer is not None:
         out["strategy"] = {**answerer.record(), "summaries": strategy_summaries}
+    if open_names:
+        out["open_ended"] = {"tasks": open_info, "answer_instruction": O.ANSWER_INSTRUCTION,
+                             "judge_prompt": {"system": O.JUDGE_RUBRIC, "user": O.JUDGE_TEMPLATE,
+                                              "reply_opened_with": O.PREFILL},
+                             "judges": [{"label": j.label, "model": j.cfg.model_dump(exclude={"api_key_env"}),
+                                         "reply_opened": j.prefill, "retries": j.retries, "mode": j.mode}
+                                        for j in judges]}
+        if judges and cfg.calibrate:
+            cache = O.cache_for(Path(cfg.output) if cfg.output else None, "judge")
+            out["open_ended"]["calibration"] = {j.label: O.calibrate(j, cache) for j in judges}
     table = markdown(out)
     if run_dir is not None:
         for name in names:
@@ -263,3 +316,34 @@ def markdown(out: dict[str, Any]) -> str:
 def check_output(path: str | None) -> None:
     if path and Path(path).exists() and not Path(path).is_dir():
         raise UserError(f"--output {path}: exists and is not a directory")
+
+
+def _load_open(name: str, root, skip_bad_rows: bool):
+    """An open task's questions: its benchmarks' default splits, concatenated (doc ids renumbered)."""
+    from ..benchmarks import Rows
+    parts = [TASKS[m].load(root, skip_bad_rows, None) for m in OPEN_TASKS[name]]
+    docs = [d for p in parts for d in p.docs]
+    for i, d in enumerate(docs):
+        d.doc_id = i
+    return Rows(docs, ", ".join(p.source for p in parts), sum(p.skipped for p in parts),
+                [w for p in parts for w in p.skipped_where])
+
+
+def _same(a: ModelConfig, b: ModelConfig) -> bool:
+    """A judge or rewriter that is the evaluated model reuses its loaded backend."""
+    return (a.name, a.backend, a.base_url, a.dtype, a.device) == (b.name, b.backend, b.base_url, b.dtype, b.device)
+
+
+def _label(j: ModelConfig, before: list[ModelConfig], mode: str) -> str:
+    label = O.model_id(j) + ("" if mode == "generate" else f" ({mode})")
+    return label + (f"#{len(before) + 1}" if any(O.model_id(b) == O.model_id(j) for b in before) and mode ==
+                    "generate" else "")
+
+
+def _judge_modes(value: str, n: int) -> list[str]:
+    modes = [m.strip() for m in value.split(",") if m.strip()] or ["generate"]
+    bad = [m for m in modes if m not in ("generate", "likelihood")]
+    if bad or len(modes) not in (1, n):
+        raise UserError(f"judge_mode {value}: give generate or likelihood, once for all judges or once per judge "
+                        f"({n} judge(s))")
+    return modes * n if len(modes) == 1 else modes

@@ -20,6 +20,7 @@ from ..benchmarks import Question as Doc
 from ..benchmarks.prompts import GENERATE_INSTRUCTION, LETTER_INSTRUCTION, LETTER_PREFIX, parse_answer
 from ..config import SamplingConfig
 from ..errors import UserError
+from ..prompts import with_system
 
 __all__ = ["GENERATE_INSTRUCTION", "LETTER_INSTRUCTION", "LETTER_PREFIX", "generate_answers", "parse_answer",
            "score_letter", "score_loglik"]
@@ -48,18 +49,18 @@ def score_loglik(backend, docs: Sequence[Doc], delimiter: str, desc: str) -> lis
     return out  # type: ignore[return-value]
 
 
-def _chat(backend, text: str):
+def _chat(backend, text: str, system: str | None = None):
     render = getattr(backend, "render", None)
     if render is None:
         raise UserError(f"backend '{backend.name}' cannot render chat prompts: use --scoring loglik or the hf backend")
-    return render([{"role": "user", "content": text}])
+    return render(with_system([{"role": "user", "content": text}], system))
 
 
-def score_letter(backend, docs: Sequence[Doc], desc: str) -> list[list[float]]:
+def score_letter(backend, docs: Sequence[Doc], desc: str, system: str | None = None) -> list[list[float]]:
     for d in docs:
         if len(d.options) > len(LETTERS):
             raise UserError(f"{d.where}: {len(d.options)} options is more than letter scoring can label")
-    prompts = [_chat(backend, f"{listed(d.question, d.options)}\n\n{LETTER_INSTRUCTION}") + LETTER_PREFIX
+    prompts = [_chat(backend, f"{listed(d.question, d.options)}\n\n{LETTER_INSTRUCTION}", system) + LETTER_PREFIX
                for d in docs]
     order = sorted(range(len(docs)), key=lambda i: -len(prompts[i]))
     out: list[list[float] | None] = [None] * len(docs)
@@ -75,9 +76,10 @@ def score_letter(backend, docs: Sequence[Doc], desc: str) -> list[list[float]]:
     return out  # type: ignore[return-value]
 
 
-def generate_answers(backend, docs: Sequence[Doc], sampling: SamplingConfig, desc: str) -> list[str]:
-    chats = [[{"role": "user", "content": f"{listed(d.question, d.options)}\n\n{GENERATE_INSTRUCTION}"}]
-             for d in docs]
+def generate_answers(backend, docs: Sequence[Doc], sampling: SamplingConfig, desc: str,
+                     system: str | None = None) -> list[str]:
+    chats = [with_system([{"role": "user", "content": f"{listed(d.question, d.options)}\n\n{GENERATE_INSTRUCTION}"}],
+                         system) for d in docs]
     out: list[str] = []
     step = _chunks(backend)
     with con.progress(desc, len(docs)) as bar:

@@ -9,6 +9,7 @@ from typing import Iterator
 
 from ..benchmarks import GROUPS, PARTIAL_GROUPS, QUESTION_KINDS, REGISTRY, Benchmark, absent, data_root
 from ..errors import UserError
+from .openended import OPEN_TASKS
 
 # kind -> metrics family (see metrics.py): "mcq" reports acc/acc_norm, the others their own measures
 KINDS = QUESTION_KINDS
@@ -34,7 +35,16 @@ class _Tasks(Mapping):
 
 TASKS: Mapping[str, Benchmark] = _Tasks()
 
-__all__ = ["GROUPS", "KINDS", "PARTIAL_GROUPS", "TASKS", "Task", "data_root", "expand", "present"]
+__all__ = ["GROUPS", "KINDS", "OPEN_TASKS", "PARTIAL_GROUPS", "TASKS", "Task", "data_root", "expand", "present",
+           "sources"]
+
+
+def sources(names: list[str]) -> list[str]:
+    """The registered benchmarks behind task names (an open task reads its MCQ benchmarks' files)."""
+    out: list[str] = []
+    for n in names:
+        out.extend(m for m in OPEN_TASKS.get(n, [n]) if m not in out)
+    return out
 
 
 def expand(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -48,10 +58,10 @@ def expand(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
         if name in GROUPS:
             groups[name] = GROUPS[name]
             members = GROUPS[name]
-        elif name in TASKS:
+        elif name in TASKS or name in OPEN_TASKS:
             members = [name]
         else:
-            valid = ", ".join([*TASKS, *GROUPS])
+            valid = ", ".join([*TASKS, *OPEN_TASKS, *GROUPS])
             raise UserError(f"--tasks: unknown task '{name}'; valid: {valid} (see `aloekit eval --list`)")
         tasks.extend(m for m in members if m not in tasks)
     if not tasks:
@@ -71,7 +81,7 @@ def present(names: list[str], root: Path | None) -> tuple[list[str], dict[str, l
         name = raw.strip()
         if name in GROUPS and name not in PARTIAL_GROUPS:
             needed.update(GROUPS[name])
-        elif name in TASKS:
+        elif name in TASKS or name in OPEN_TASKS:
             needed.add(name)
     skipped = {t: why for t in tasks if t not in needed and (why := absent(t, root))}
     if skipped and len(skipped) == len(tasks):
