@@ -379,7 +379,10 @@ def run_task(name: str, docs: Sequence[Doc], backend, answer_model: str, judges:
              limit: int | None, max_new_tokens: int, seed: int, system: str | None, use_similarity: bool,
              rewriter=None, rewriter_id: str = "", out_dir: Path | None = None) -> tuple[dict, list[dict], dict]:
     """(lm-eval-shaped results of the task, its samples, what results.json keeps under open_ended[name])."""
+    import time
+
     import numpy as np
+    t0 = time.time()
     kept, counts = select(docs, limit, rewriter, rewriter_id, cache_for(out_dir, "rewrites"), f"{name} rewrite")
     if not kept:
         reasons = ", ".join(f"{k}: {v}" for k, v in counts["dropped_by_reason"].items())
@@ -387,12 +390,21 @@ def run_task(name: str, docs: Sequence[Doc], backend, answer_model: str, judges:
                         f"{reasons or 'none loaded'}); raise --limit or choose another benchmark")
     questions = [q for _, q in kept]
     refs = [d.options[d.gold] for d, _ in kept]
+    seconds: dict[str, Any] = {"rewrite": round(time.time() - t0, 3)}
+    t0 = time.time()
     answers = generate_answers(backend, answer_model, questions, system, max_new_tokens, seed,
                                cache_for(out_dir, "answers"), f"{name} answers")
+    seconds["answer"] = round(time.time() - t0, 3)
+    t0 = time.time()
     rl = rouge_l(answers, refs)
     sim = similarity(answers, refs) if use_similarity else None
+    seconds["reference_metrics"] = round(time.time() - t0, 3)
     items = [Item(q, ref, d.explanation, a) for (d, q), ref, a in zip(kept, refs, answers)]
-    verdicts = [j.judge(items, cache_for(out_dir, "judge"), f"{name} judge {j.label}") for j in judges]
+    verdicts = []
+    for j in judges:
+        t0 = time.time()
+        verdicts.append(j.judge(items, cache_for(out_dir, "judge"), f"{name} judge {j.label}"))
+        seconds[f"judge {j.label}"] = round(time.time() - t0, 3)
 
     res: dict[str, Any] = {"alias": name}
     if judges:
@@ -424,7 +436,8 @@ def run_task(name: str, docs: Sequence[Doc], backend, answer_model: str, judges:
         if judges:
             row["acc"] = float(verdicts[0][k]["verdict"] == "correct")
         samples.append(row)
-    info = {"rewrite": counts, "judges": {j.label: verdict_summary(v) for j, v in zip(judges, verdicts)}}
+    info = {"rewrite": counts, "judges": {j.label: verdict_summary(v) for j, v in zip(judges, verdicts)},
+            "seconds": seconds}
     if len(judges) == 2:
         info["kappa"] = res["judge_kappa,none"]
     return res, samples, info
