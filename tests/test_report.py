@@ -356,12 +356,12 @@ def test_model_card_front_matter_evaluation_and_disclaimer(runs):
     assert fm["datasets"] == ["head_qa", "qiaojin/PubMedQA"]  # hub twins of the data stage's sources
     assert {"medical", "merge", "dpo", "sft"} <= set(fm["tags"])
     assert "not a medical device" in text and "without a qualified healthcare professional" in text
-    # evaluation table: first vs final model, with n and scoring mode
-    assert "| benchmark.metric | n | scoring | base (first) | dpo2 (final) |" in text
+    # evaluation table: first vs final model, with n, scoring mode and the system prompt results.json records
+    assert "| benchmark.metric | n | scoring | system prompt | base (first) | dpo2 (final) |" in text
     manifest = json.loads((runs["done"] / "manifest.json").read_text())
     final = next(s for s in manifest["stages"] if s["name"] == "eval:dpo2")["metrics"]
     assert "| mmlu_anatomy.acc |" not in text  # a group stands for its subtasks (the report lists them all)
-    assert "| mmlu_medical.acc | 12 | loglik |" in text and f"{100 * final['mmlu_medical.acc']:.1f}%" in text
+    assert "| mmlu_medical.acc | 12 | loglik | none |" in text and f"{100 * final['mmlu_medical.acc']:.1f}%" in text
     assert "`loglik`: option log-likelihood" in text
     assert "| safety.asr | " in text and "(before)" in text and "upper bound" in text
     assert "merge_method: dare_ties" in text and "reward accuracy 0.5 → 0.67" in text

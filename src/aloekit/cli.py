@@ -53,7 +53,8 @@ MODEL_HELP = "Registry name (see `aloekit models list`), hub id, local HF folder
 def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: the model's own)."),
+    system: Optional[str] = typer.Option(None, "--system",
+                                         help="System prompt: aloe_medical or text (default: the model's own)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="0 = greedy (default)."),
     top_p: Optional[float] = typer.Option(None, "--top-p"),
@@ -69,12 +70,13 @@ def generate(
     from .backends import load_backend
     cfg = _gen_config(config, sets, model=model, backend=backend, dtype=dtype, max_new_tokens=max_new_tokens,
                       temperature=temperature, top_p=top_p, seed=seed, system=system)
+    from .prompts import resolve_system_prompt
+    system = resolve_system_prompt(cfg.system, "--system")
     be = load_backend(cfg.model)
     if raw:
         item = prompt
     else:
-        item = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + \
-               [{"role": "user", "content": prompt}]
+        item = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     outs = be.generate([item], cfg.sampling, n=n)[0]
     for i, c in enumerate(outs):
         if n > 1:
@@ -87,7 +89,7 @@ def generate(
 @app.command()
 def chat(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt (default: a medical assistant)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt: a name or text (default: aloe_medical)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     temperature: Optional[float] = typer.Option(None, "--temperature"),
     seed: Optional[int] = typer.Option(None, "--seed"),
@@ -97,11 +99,12 @@ def chat(
 ) -> None:
     """Talk to a model interactively (streams the answer). /reset clears the history, /exit or Ctrl-D quits."""
     from .backends import load_backend
-    from .prompts import MEDICAL_SYSTEM_PROMPT
+    from .prompts import MEDICAL_SYSTEM_PROMPT, resolve_system_prompt
     cfg = _gen_config(config, sets, model=model, backend=backend, max_new_tokens=max_new_tokens,
                       temperature=temperature, seed=seed, system=system)
+    text = resolve_system_prompt(cfg.system, "--system") if cfg.system else MEDICAL_SYSTEM_PROMPT
     be = load_backend(cfg.model)
-    sys_msg = [{"role": "system", "content": cfg.system or MEDICAL_SYSTEM_PROMPT}]
+    sys_msg = [{"role": "system", "content": text}] if text else []
     history: list[dict] = []
     interactive = sys.stdin.isatty()
     con.note(f"[bold]aloekit chat[/bold] with {cfg.model.name} ({cfg.model.backend}). /exit to quit.")
@@ -235,7 +238,8 @@ for _stage in ("data", "train", "merge", "redteam", "medprompt", "rag", "serve")
 
 def _strategy_answerer(strategy: str, **kw):
     """`aloekit eval --strategy`: the medprompt package answers, the eval package scores (neither imports the
-    other; this module composes them)."""
+    other; this module composes them). The strategy's system prompt: `system_prompt=` (eval's knob), else
+    `params["system_prompt"]` (or its older key `system`)."""
     from .medprompt.runner import StrategyAnswerer
     return StrategyAnswerer(strategy, **kw)
 

@@ -81,7 +81,8 @@ def _format_validation_error(cls: type[BaseModel], err: ValidationError, source:
                 break
         valid = ", ".join(sorted(parent.model_fields)) if parent else "?"
         return f"{source}: unknown key '{loc}'; valid keys here: {valid}"
-    return f"{source}: '{loc}': {e['msg']}"
+    # a model-level validator's error has no location: the message alone
+    return f"{source}: '{loc}': {e['msg']}" if loc else f"{source}: {e['msg']}"
 
 
 def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:

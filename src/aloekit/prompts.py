@@ -6,6 +6,11 @@ name and the text each number was measured with."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AliasChoices, Field
+from pydantic_core import PydanticCustomError
+
 from .errors import UserError
 
 MEDICAL_SYSTEM_PROMPT = (
@@ -49,3 +54,29 @@ def with_system(chat: list[dict], system: str | None) -> list[dict]:
     if system is None or (chat and chat[0].get("role") == "system"):
         return list(chat)
     return [{"role": "system", "content": system}, *chat]
+
+
+def _check_system_prompt(value: str | None) -> str | None:
+    # keeps what was written (the name), so config.yaml and the labels show it; the text is resolved where used
+    try:
+        resolve_system_prompt(value, "system_prompt")
+    except UserError as e:
+        raise PydanticCustomError("system_prompt", str(e).removeprefix("system_prompt: ")) from None
+    return value
+
+
+# a config field holding a registered name or text: an unknown name fails when the config loads
+SystemPrompt = Annotated[str | None, AfterValidator(_check_system_prompt)]
+
+
+def system_prompt_field(description: str) -> Any:
+    """The `system` field of the stage configs that had one before `system_prompt` became the documented name:
+    both keys are read, the field keeps its old name (configs, caches and recipe keys stay as they were)."""
+    return Field(None, validation_alias=AliasChoices("system_prompt", "system"), description=description)
+
+
+def one_system_key(cls, data: Any) -> Any:
+    """A `model_validator(mode="before")` for configs with `system_prompt_field`: both keys at once is ambiguous."""
+    if isinstance(data, dict) and "system" in data and "system_prompt" in data:
+        raise PydanticCustomError("system_prompt", "give system_prompt or system (its old name), not both")
+    return data

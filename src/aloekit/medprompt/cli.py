@@ -12,6 +12,16 @@ import typer
 from .. import console as con
 
 MODEL_HELP = "Registry name, hub id or HF folder."
+SYSTEM_HELP = "System prompt: a registered name (aloe_medical), the prompt's text, or 'none'."
+
+
+def _system_prompt(value: str | None) -> str | None:
+    """--system-prompt, checked; it is set after the config loads, so it wins over a `system` or `system_prompt`
+    key of the YAML or --set."""
+    if value is not None:
+        from ..prompts import resolve_system_prompt
+        resolve_system_prompt(value, "--system-prompt")
+    return value
 
 
 def _overrides(sets, flags: dict) -> list[str]:
@@ -35,6 +45,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
         backend: Optional[str] = typer.Option(None, "--backend", "-b"),
         seed: Optional[int] = typer.Option(None, "--seed"),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help=SYSTEM_HELP),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with DBConfig keys."),
         sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.sub=value."),
     ) -> None:
@@ -47,6 +58,8 @@ def register(app: typer.Typer) -> None:
             "model.name": model, "pool": pool, "teacher.name": teacher, "output": str(output) if output else None,
             "limit": limit, "embedding_model": embedding_model, "max_new_tokens": max_new_tokens,
             "data_dir": str(data_dir) if data_dir else None, "model.backend": backend, "seed": seed}))
+        if _system_prompt(system_prompt) is not None:
+            cfg.system = system_prompt
         root = None if cfg.pool == "medmcqa" or cfg.pool.endswith((".jsonl", ".json")) else \
             resolve_data_dir(cfg.data_dir)
         meta, _ = build_from_config(cfg, root)
@@ -73,6 +86,7 @@ def register(app: typer.Typer) -> None:
         backend: Optional[str] = typer.Option(None, "--backend", "-b"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size"),
         seed: Optional[int] = typer.Option(None, "--seed"),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help=SYSTEM_HELP),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with MedpromptEvalConfig keys."),
         sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.sub=value."),
     ) -> None:
@@ -87,8 +101,10 @@ def register(app: typer.Typer) -> None:
             "params.max_new_tokens": max_new_tokens, "params.adaptive": False if no_adaptive else None,
             "output": str(output) if output else None, "data_dir": str(data_dir) if data_dir else None,
             "hub": hub or None, "model.backend": backend, "model.batch_size": batch_size, "seed": seed}))
+        if _system_prompt(system_prompt) is not None:
+            cfg.params.system = system_prompt
         out = run(cfg)
-        con.out.print(markdown(out["task"], out["strategies"]), highlight=False, markup=False)
+        con.out.print(markdown(out["task"], out["strategies"], out["system_prompt"]), highlight=False, markup=False)
 
     @app.command("infer")
     def infer_cmd(
@@ -105,18 +121,22 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
         backend: Optional[str] = typer.Option(None, "--backend", "-b"),
         seed: int = typer.Option(0, "--seed"),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help=SYSTEM_HELP),
         sets: Optional[List[str]] = typer.Option(None, "--set", help="StrategyConfig key=value."),
     ) -> None:
         """Answer questions with a strategy: answer, vote distribution and chains of thought, as JSON."""
         from ..config import ModelConfig, load_config
         from ..errors import UserError
         from ..io import read_text_utf8
+        from ..prompts import system_prompt_label
         from .config import StrategyConfig
         from .engine import evaluate
         from .pools import read_questions
         cfg = load_config(StrategyConfig, None, _overrides(sets, {
             "strategy": strategy, "members": members, "max_new_tokens": max_new_tokens, "seed": seed,
             "rag.index": str(index) if index else None, "rag.k": k}))
+        if _system_prompt(system_prompt) is not None:
+            cfg.system = system_prompt
         if question_file is not None:
             if not question_file.is_file():
                 raise UserError(f"--question-file {question_file}: file not found")
@@ -144,7 +164,7 @@ def register(app: typer.Typer) -> None:
                    "answer_text": d.options["ABCDEFGHIJ".index(r["pred"])] if r["pred"] else None,
                    "votes": r["votes"], "members": r["members"], "chains": r["chains"],
                    "prompt_tokens": r["prompt_tokens"], "generated_tokens": r["generated_tokens"],
-                   "seconds": r["seconds"]}
+                   "seconds": r["seconds"], "system_prompt": system_prompt_label(cfg.system)}
             if "passages" in r:
                 row["sources"] = r["passages"]
                 row["leaks_removed"] = r["leaks_removed"]

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ..config import ModelConfig, StrictModel
+from ..prompts import SystemPrompt, one_system_key, system_prompt_field
 from ..retrieval.embed import DEFAULT_EMBEDDER
 
 Strategy = Literal["zeroshot", "fewshot", "cot", "sc-cot", "knn", "medprompt", "rag", "rag-cot"]
@@ -58,8 +59,11 @@ class StrategyConfig(StrictModel):
     embedding_model: str | None = Field(None, description="must match the database's; None = the database's")
     rag: RagParams | None = Field(None, description="retrieval over a corpus index: rag, rag-cot, and knn / "
                                                     "medprompt when rag.index is set")
-    system: str | None = None
+    system: SystemPrompt = system_prompt_field("system prompt of every strategy prompt: a registered name "
+                                               "(aloe_medical), text, or None (none); key system_prompt or system")
     seed: int = 0
+
+    _one_system_key = model_validator(mode="before")(classmethod(one_system_key))
 
     @property
     def uses_rag(self) -> bool:
@@ -95,8 +99,11 @@ class DBConfig(StrictModel):
     # the first try is greedy; each retry of a question that got the wrong answer samples hotter
     retry_temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7, 1.0])
     batch_prompts: int = Field(16, ge=1, description="generations per cached batch (kill -9 loses at most one)")
-    system: str | None = None
+    system: SystemPrompt = system_prompt_field("system prompt the chains are written under: a registered name, "
+                                               "text, or None; key system_prompt or system")
     seed: int = 0
+
+    _one_system_key = model_validator(mode="before")(classmethod(one_system_key))
 
     @model_validator(mode="after")
     def _check(self):

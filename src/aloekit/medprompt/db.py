@@ -25,6 +25,7 @@ from ..benchmarks import listed, parse_answer
 from ..config import SamplingConfig
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl
+from ..prompts import resolve_system_prompt, system_prompt_label
 from ..retrieval.dense import DenseIndex
 from ..retrieval.embed import Embedder, resolve_embedder  # noqa: F401 - re-exported: medprompt.db.Embedder
 from ..retrieval.embed import require_retrieval as _require_retrieval
@@ -210,9 +211,11 @@ def build_db(backend, docs: Sequence[Doc], cfg: DBConfig, output: str | os.PathL
     validate_pool(docs, pool_source or cfg.pool)
     out = Path(output or cfg.output)
     out.mkdir(parents=True, exist_ok=True)
+    # the text, not the name: the chains depend on what the model read (and a no-prompt stamp keeps its null)
+    system = resolve_system_prompt(cfg.system, "system")
     stamp = {"model": model_name or backend.cfg.name if hasattr(backend, "cfg") else model_name,
              "max_new_tokens": cfg.max_new_tokens, "retry_temperatures": cfg.retry_temperatures,
-             "system": cfg.system, "seed": cfg.seed, "pool": cfg.pool}
+             "system": system, "seed": cfg.seed, "pool": cfg.pool}
     stamp_path = out / "cache.json"
     if stamp_path.is_file():
         old = json.loads(stamp_path.read_text(encoding="utf-8"))
@@ -244,7 +247,7 @@ def build_db(backend, docs: Sequence[Doc], cfg: DBConfig, output: str | os.PathL
         with con.progress(f"chains (try {attempt + 1}, T={temp})", len(todo)) as bar:
             for s in range(0, len(todo), cfg.batch_prompts):
                 idx = todo[s:s + cfg.batch_prompts]
-                chats = [cot_chat(docs[i].question, docs[i].options, cfg.system) for i in idx]
+                chats = [cot_chat(docs[i].question, docs[i].options, system) for i in idx]
                 res = backend.generate(chats, sampling.model_copy(update={"seed": cfg.seed * 1000 + attempt * 97 + s}))
                 rows = []
                 for i, r in zip(idx, res):
@@ -287,7 +290,8 @@ def build_db(backend, docs: Sequence[Doc], cfg: DBConfig, output: str | os.PathL
             "kept_fraction": round(len(examples) / len(docs), 4),
             "tries_histogram": {str(a + 1): tries.count(a + 1) for a in range(len(cfg.retry_temperatures))},
             "generated_tokens": gen_tokens, "generations_resumed": resumed,
-            "max_new_tokens": cfg.max_new_tokens, "retry_temperatures": cfg.retry_temperatures}
+            "max_new_tokens": cfg.max_new_tokens, "retry_temperatures": cfg.retry_temperatures,
+            "system_prompt": system_prompt_label(cfg.system)}
     atomic_write_json(out / "db.json", meta)
     return meta
 

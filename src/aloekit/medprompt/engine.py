@@ -30,6 +30,7 @@ from ..benchmarks import LETTERS, parse_answer
 from ..benchmarks import Question as Doc
 from ..config import SamplingConfig
 from ..errors import UserError
+from ..prompts import resolve_system_prompt
 from . import vote as V
 from .config import StrategyConfig
 from .prompts import build_chat
@@ -132,8 +133,8 @@ def _example(shot):
 def member_prompt(q: _Question, member: int, cfg: StrategyConfig):
     perm = q.perms[member]
     options = V.apply_permutation(q.doc.options, perm)
-    return build_chat(q.doc.question, options, cfg.chain_of_thought, [_example(s) for s in q.shots], cfg.system,
-                      q.passages)
+    return build_chat(q.doc.question, options, cfg.chain_of_thought, [_example(s) for s in q.shots],
+                      resolve_system_prompt(cfg.system, "system"), q.passages)
 
 
 def prepare(docs: Sequence[Doc], cfg: StrategyConfig, db=None, index=None, evaluating: bool = True

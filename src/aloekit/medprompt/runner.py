@@ -10,6 +10,7 @@ from typing import Any
 from .. import console as con
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..prompts import system_prompt_label
 from .config import MedpromptEvalConfig, StrategyConfig
 from .engine import evaluate, summarize
 
@@ -64,14 +65,14 @@ def run_strategy(backend, docs, p: StrategyConfig, db, task: str, index=None) ->
     return res, s
 
 
-def markdown(task: str, summaries: dict[str, dict]) -> str:
+def markdown(task: str, summaries: dict[str, dict], system_prompt: str = "none") -> str:
     lines = ["| strategy | n | accuracy | generated tok/q | prompt tok/q | members/q | s/q |",
              "|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         lines.append(f"| {name} | {s['n']} | {100 * s['accuracy']:.1f} | {s['generated_tokens_per_question']} | "
                      f"{s['prompt_tokens_per_question']} | {s['members_per_question']} | "
                      f"{s['seconds_per_question']} |")
-    return f"## {task}\n\n" + "\n".join(lines) + "\n"
+    return f"## {task}\n\nSystem prompt: {system_prompt}\n\n" + "\n".join(lines) + "\n"
 
 
 def run(cfg: MedpromptEvalConfig, backend=None, db=None) -> dict[str, Any]:
@@ -102,17 +103,17 @@ def run(cfg: MedpromptEvalConfig, backend=None, db=None) -> dict[str, Any]:
                 atomic_write_jsonl(run_dir.output(f"samples_{p.strategy}", f"samples_{p.strategy}.jsonl"), res)
     out = {"task": cfg.task, "source": rows.source, "skipped_rows": rows.skipped, "model": cfg.model.name,
            "db": cfg.db, "db_meta": getattr(db, "meta", None), "params": cfg.params.model_dump(mode="json"),
-           "strategies": summaries}
+           "system_prompt": system_prompt_label(cfg.params.system), "strategies": summaries}
     if index is not None:
         out["index"] = index_record(index)
     if run_dir:
         from .plot import plot_accuracy_vs_tokens
         atomic_write_json(run_dir.output("results", "results.json"), out)
-        atomic_write_text(run_dir.output("table", "results.md"), markdown(cfg.task, summaries))
+        atomic_write_text(run_dir.output("table", "results.md"), markdown(cfg.task, summaries, out["system_prompt"]))
         plot_accuracy_vs_tokens(summaries, run_dir.output("plot", "accuracy_vs_tokens.png"),
                                 f"{cfg.task}, {cfg.model.name}")
         run_dir.finish(**{f"{k}_accuracy": v["accuracy"] for k, v in summaries.items()},
-                       metrics=strategy_metrics(summaries))
+                       system_prompt=out["system_prompt"], metrics=strategy_metrics(summaries))
     return out
 
 
@@ -140,11 +141,14 @@ class StrategyAnswerer:
     database is loaded here, so a missing --db fails before any benchmark or model is loaded."""
 
     def __init__(self, strategy: str, params: StrategyConfig | dict | None = None, db: str | None = None,
-                 seed: int = 0, loaded_db=None):
+                 seed: int = 0, loaded_db=None, system_prompt: str | None = None):
         from pydantic import ValidationError
 
         from ..config import _format_validation_error
         base = params.model_dump() if isinstance(params, StrategyConfig) else dict(params or {})
+        if system_prompt is not None:  # the caller's knob (eval's system_prompt) wins over the params' key
+            base = {k: v for k, v in base.items() if k not in ("system", "system_prompt")}
+            base["system"] = system_prompt
         try:
             self.params = StrategyConfig.model_validate({**base, "strategy": strategy, "seed": seed})
         except ValidationError as err:
@@ -165,7 +169,7 @@ class StrategyAnswerer:
 
     def record(self) -> dict[str, Any]:
         rec = {"name": self.name, "params": self.params.model_dump(mode="json"), "db": self.db_dir,
-               "db_meta": getattr(self.db, "meta", None)}
+               "db_meta": getattr(self.db, "meta", None), "system_prompt": system_prompt_label(self.params.system)}
         if self.index is not None:
             rec["index"] = index_record(self.index)
         return rec

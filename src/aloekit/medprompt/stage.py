@@ -57,10 +57,10 @@ def run(cfg: MedpromptStageConfig, inputs: dict[str, Path], out: Path) -> Path:
         "params": StrategyConfig(**cfg.params).model_dump(), "db": str(out / "db") if needs_db else None,
         "data_dir": cfg.data_dir, "hub": cfg.hub, "limit": cfg.limit, "output": str(out / "eval"), "seed": cfg.seed})
     with rd.timed("eval"):
-        compare(ev, backend=backend, db=db)  # the database and the model this stage loaded, not reloaded
+        res = compare(ev, backend=backend, db=db)  # the database and the model this stage loaded, not reloaded
     rd.output("eval", "eval")
     rd.output("results", RESULTS)
-    rd.finish(metrics=metrics(out / "eval"))
+    rd.finish(system_prompt=res["system_prompt"], metrics=metrics(out / "eval"))
     return out
 
 

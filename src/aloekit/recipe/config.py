@@ -29,6 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config import ModelConfig, StrictModel
 from ..errors import UserError
+from ..prompts import SystemPrompt
 
 
 class Launch(StrictModel):
@@ -83,6 +84,9 @@ class EvaluationSpec(StrictModel):
     safety_with_data: dict[str, Any] = Field(default_factory=dict)
     safety_models: list[str] | None = Field(None, description="models that get the safety evaluation "
                                                               "(default: all evaluated models)")
+    # off by default: loglik benchmarks never use one (lm-eval parity), so numbers stay comparable to lm-eval's
+    system_prompt: SystemPrompt = Field(None, description="a registered name (aloe_medical) or text for the "
+                                                          "benchmarks that generate and for the safety red team")
     estimate: Estimate = Field(default_factory=Estimate)
 
 

@@ -50,8 +50,21 @@ def run(cfg: EvalStageConfig, inputs: dict[str, Path], out: Path) -> Path:
             m.update(metrics(stage.run(part_cfg, {}, out / part)))
         rd.output(part, part)
     atomic_write_json(rd.output("items", ITEMS), items_from_outputs(out))
-    rd.finish(metrics=m)
+    rd.finish(system_prompts=system_prompts(out), metrics=m)
     return out
+
+
+def system_prompts(out: Path) -> dict[str, Any]:
+    """The system prompt label each part's numbers were measured with, as the parts recorded it: per task for the
+    benchmarks (loglik tasks say none whatever the config), one for the red team."""
+    found: dict[str, Any] = {}
+    results = out / "benchmarks" / "results.json"
+    if results.is_file():
+        found["benchmarks"] = {t: c.get("system_prompt") for t, c in read_json(results).get("configs", {}).items()}
+    summary = out / "safety" / "summary.json"
+    if summary.is_file():
+        found["safety"] = read_json(summary).get("system_prompt")
+    return found
 
 
 def check(cfg: EvalStageConfig, where: str) -> None:

@@ -307,12 +307,19 @@ def _add_evaluations(plan: Plan, stages: dict[str, Stage], has_data: bool, data_
             cfg["benchmarks"] = {"tasks": tasks, "scoring": b.scoring, "limit": b.limit, "hub": b.hub,
                                  "data_dir": data_dir, "max_new_tokens": b.max_new_tokens,
                                  "seed": plan.recipe.seed}
+            if ev.system_prompt is not None:  # only when set: the stage keys of runs without it stay the same
+                cfg["benchmarks"]["system_prompt"] = ev.system_prompt
         if ev.safety is not None and m in safety_models:
             s = deep_merge(ev.safety, ev.safety_with_data) if has_data else copy.deepcopy(ev.safety)
             s.setdefault("seed", plan.recipe.seed)
             s["data_dir"] = s.get("data_dir", data_dir)
             s["pairs"] = {**s.get("pairs", {}), "enabled": False}
             s["model"] = {**cfg["model"], **s.get("model", {}), "name": model}
+            if ev.system_prompt is not None:
+                if "system" in s or "system_prompt" in s:
+                    raise UserError("evaluation.system_prompt and evaluation.safety's own system prompt are both "
+                                    "set; give one (evaluation.system_prompt applies to benchmarks and safety)")
+                s["system_prompt"] = ev.system_prompt
             cfg["safety"] = s
         evals[m] = Stage(f"eval:{m}", registry.EVALUATION, cfg, deps, estimate=ev.estimate, of=m)
     # Each evaluation runs right after its model, so a failing gate stops the run as early as possible.

@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size"),
         seed: Optional[int] = typer.Option(None, "--seed"),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="A registered name "
+                                                    "(aloe_medical), the prompt's text, or 'none'."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Shared data folder (default "
                                                 "$ALOEKIT_DATA_DIR or ../shared/data)."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory."),
@@ -32,6 +34,7 @@ def register(app: typer.Typer) -> None:
         """Attack a model with jailbreaks x harmful requests; write report, ASR tables and safety DPO pairs."""
         from .. import console as con
         from ..config import load_config
+        from ..prompts import resolve_system_prompt
         from .config import RedteamConfig
         from .run import run
 
@@ -45,6 +48,9 @@ def register(app: typer.Typer) -> None:
         if judges:
             overrides.append(f"judges={json.dumps([j.strip() for j in judges.split(',') if j.strip()])}")
         cfg = load_config(RedteamConfig, config, overrides)
+        if system_prompt is not None:  # set after loading: it wins over the YAML's system or system_prompt key
+            resolve_system_prompt(system_prompt, "--system-prompt")
+            cfg.system = system_prompt
         summary = run(cfg)
         if as_json:
             print(json.dumps(summary, indent=2))
@@ -61,7 +67,8 @@ def _print_summary(con, s: dict, output: str) -> None:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     a = s["attacks"]
-    t = Table(title=f"red team: {s['model']} ({a['n']} attempts, judge {s['primary_judge']})")
+    t = Table(title=f"red team: {s['model']} ({a['n']} attempts, judge {s['primary_judge']}, system prompt "
+                    f"{s['system_prompt']})")
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_row("attack success rate", pct(a["asr"]))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import ModelConfig, SamplingConfig, StrictModel
+from ..prompts import SystemPrompt, one_system_key, system_prompt_field
 from .requests import SourceConfig
 
 
@@ -81,7 +82,9 @@ class PairsConfig(StrictModel):
 class RedteamConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_new_tokens=96))
-    system: str | None = Field(None, description="system prompt; None = none (the model's own default)")
+    # `system_prompt:` in YAML (or the older `system:`); the summary and manifest record its label
+    system: SystemPrompt = system_prompt_field("system prompt: a registered name (aloe_medical) or text; None = "
+                                               "none (the model's own default)")
     data_dir: str | None = None
     sources: list[SourceConfig] = Field(default_factory=_default_sources)
     attacks: list[str] = Field(default_factory=lambda: ["programmatic", "templates"])
@@ -96,3 +99,5 @@ class RedteamConfig(StrictModel):
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     chunk_size: int = Field(32, ge=1, description="prompts per generation chunk (progress + resume granularity)")
     output: str = "runs/redteam"
+
+    _one_system_key = model_validator(mode="before")(classmethod(one_system_key))

@@ -64,7 +64,8 @@ def markdown(summary: dict) -> str:
     a = summary["attacks"]
     lines = [f"# Red-team report: {summary['model']}", "",
              f"{a['n']} attempts ({summary['budget']} budget, seed {summary['seed']}), primary judge "
-             f"`{summary['primary_judge']}`, max_new_tokens {summary['max_new_tokens']}.", "",
+             f"`{summary['primary_judge']}`, max_new_tokens {summary['max_new_tokens']}, system prompt "
+             f"`{summary.get('system_prompt', 'none')}`.", "",
              "| metric | value |", "|---|---:|",
              f"| attack success rate (ASR) | {_pct(a['asr'])} |",
              f"| refusal rate under attack | {_pct(a['refusal_rate'])} |",

@@ -23,6 +23,7 @@ from .. import console as con
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from ..paths import data_dir as find_data_dir
+from ..prompts import resolve_system_prompt, system_prompt_label
 from ..rundir import RunDir
 from .attacks import Attack, load_templates, select_attacks
 from .config import RedteamConfig
@@ -154,8 +155,10 @@ class _Generations:
     def __init__(self, folder: Path, cfg: RedteamConfig):
         self.file = folder / ".partial" / "generations.jsonl"
         # exclude_none: a sampling field added later, unset (None), must not change the keys of an existing cache
+        # the resolved text: a registered name and its text written out share generations, and a no-prompt
+        # cache (null) keeps its keys
         self.salt = json.dumps([cfg.model.model_dump(mode="json"), cfg.sampling.model_dump(mode="json", exclude_none=True),
-                                cfg.system], sort_keys=True)
+                                resolve_system_prompt(cfg.system, "system")], sort_keys=True)
         self.done: dict[str, dict] = {}
         if self.file.is_file():
             for line in self.file.read_text(encoding="utf-8").splitlines():
@@ -177,6 +180,7 @@ def _chat(prompt: str, system: str | None) -> list[dict]:
 def generate_all(backend, prompts: list[str], cfg: RedteamConfig, store: _Generations | None,
                  desc: str = "generating") -> list[dict]:
     """Batched generation in length-sorted chunks (less padding), with progress and resume."""
+    system = resolve_system_prompt(cfg.system, "system")
     keys = [store.key(p) if store else str(i) for i, p in enumerate(prompts)]
     todo = sorted({k: p for k, p in zip(keys, prompts) if not (store and k in store.done)}.items(),
                   key=lambda kp: -len(kp[1]))
@@ -186,7 +190,7 @@ def generate_all(backend, prompts: list[str], cfg: RedteamConfig, store: _Genera
     with con.progress(desc, len(todo)) as bar:
         for start in range(0, len(todo), cfg.chunk_size):
             chunk = todo[start:start + cfg.chunk_size]
-            outs = backend.generate([_chat(p, cfg.system) for _, p in chunk], cfg.sampling)
+            outs = backend.generate([_chat(p, system) for _, p in chunk], cfg.sampling)
             for (k, _), o in zip(chunk, outs):
                 c = o[0]
                 results[k] = {"key": k, "response": c.text.strip(), "completion_tokens": c.completion_tokens,
@@ -330,6 +334,7 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
 
     summary: dict = {
         "model": cfg.model.name, "budget": cfg.budget, "seed": cfg.seed, "primary_judge": primary,
+        "system_prompt": system_prompt_label(cfg.system),
         "max_new_tokens": cfg.sampling.max_new_tokens, "attacks_used": [a.id for a in attacks],
         "sources": {k: len(v) for k, v in requests.items()},
         "attacks": attack_metrics(attack_rows, primary),
@@ -375,7 +380,7 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
                                     "dropped_not_answered": dropped}
                 pstats["n"] = len(pairs)
             for p in pairs:
-                p["system"] = cfg.system
+                p["system"] = resolve_system_prompt(cfg.system, "system")  # DPO scores in the chat it answered in
             atomic_write_jsonl(run_dir.output("pairs", "pairs.jsonl"), pairs)
             _save_hf(pairs, out / "pairs_hf")
             run_dir.output("pairs_hf", "pairs_hf")
@@ -387,7 +392,7 @@ def run(cfg: RedteamConfig, backend=None, output: str | Path | None = None) -> d
     run_dir.finish(asr=summary["attacks"]["asr"],
                    over_refusal=summary.get("over_refusal", {}).get("refusal_rate"),
                    medsafety_refusal=summary.get("medsafety_refusal", {}).get("refusal_rate"),
-                   metrics=safety_metrics(summary))
+                   system_prompt=summary["system_prompt"], metrics=safety_metrics(summary))
     return summary
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from ..errors import UserError
 from ..io import atomic_write_text
-from ..prompts import MEDICAL_SYSTEM_PROMPT
+from ..prompts import MEDICAL_SYSTEM_PROMPT, resolve_system_prompt
 from ..recipe.config import CARD_KEYS, check_model_card
 from .rundata import (
     Run,
@@ -22,6 +22,8 @@ from .rundata import (
     load,
     per_attack,
     percent_metric,
+    prompt_labels,
+    safety_prompt,
     safety_rows,
     training_runs,
 )
@@ -131,20 +133,22 @@ def evaluation(run: Run) -> list[str]:
     have = dict((s.name, v) for s, v in rows)
     final_vals = have.get(final.name, {})
     info = eval_details(final) or eval_details(first)
+    shown = [eval_details(s) for s in ([first] if first is final else [first, final])]
     same = first is final
-    header = ["benchmark.metric", "n", "scoring"] + ([final.label] if same else [f"{first.label} (first)",
-                                                                                  f"{final.label} (final)"])
+    header = ["benchmark.metric", "n", "scoring", "system prompt"] + (
+        [final.label] if same else [f"{first.label} (first)", f"{final.label} (final)"])
     body = []
     for c in headline(run, cols):  # each benchmark's main metric; the report has every metric
         i = info.get(c)
-        r = [c, i.n if i and i.n is not None else "–", i.scoring if i and i.scoring else "–"]
+        r = [c, i.n if i and i.n is not None else "–", i.scoring if i and i.scoring else "–", prompt_labels(shown, c)]
         r += [_val(c, have[first.name].get(c))] if not same else []
         r += [_val(c, final_vals.get(c))]
         body.append(r)
     modes = sorted({m for i in info.values() if i.scoring for m in i.scoring.split("/")})
     notes = [f"- `{m}`: {SCORING.get(m, m)}" for m in modes]
-    return (["Each benchmark's main metric (a group stands for its subtasks), accuracies in %; scoring mode per "
-             "benchmark (aloekit eval, lm-eval metric definitions):", ""]
+    return (["Each benchmark's main metric (a group stands for its subtasks), accuracies in %; scoring mode and "
+             "the system prompt it was measured with per benchmark (aloekit eval, lm-eval metric definitions; "
+             "loglik scoring never uses a system prompt):", ""]
             + notes + [""] + _md_table(header, body))
 
 
@@ -166,6 +170,9 @@ def safety(run: Run) -> list[str]:
         out += [f"Attack success rate per attack ({len(a1)} attacks):", ""]
         out += _md_table(["attack", "attempts"] + header[1:],
                          [[a, n.get(a, "–")] + ([] if same else [_pct(a0.get(a))]) + [_pct(v)] for a, v in a1.items()])
+    prompts = list(dict.fromkeys(safety_prompt(s) for s in ([last[0]] if same else [first[0], last[0]])))
+    out += [f"Measured with system prompt `{prompts[0]}`." if len(prompts) == 1 else
+            f"Measured with system prompt `{prompts[0]}` (before) and `{prompts[1]}` (after).", ""]
     summ = last[0].json("safety/summary.json", required=False)
     if summ:
         out += [f"Red team: {summ['attacks']['n']} attempts, primary judge `{summ['primary_judge']}`."
@@ -230,7 +237,8 @@ def serving(run: Run, repo_id: str | None = None) -> list[str]:
     """How to serve the model with the policy prompt it was aligned with (`aloekit serve`, docs/serve.md)."""
     from ..serve.config import recipe_system
     found = recipe_system(run.path)
-    policy = found[0] if found else MEDICAL_SYSTEM_PROMPT
+    # the recipe may name a registered prompt (system: aloe_medical): the card quotes its text
+    policy = (resolve_system_prompt(found[0], "recipe.yaml: system") if found else None) or MEDICAL_SYSTEM_PROMPT
     target = repo_id or str(run.path)
     name = run.name if not repo_id else repo_id
     return ["## How to serve", "",

@@ -17,6 +17,7 @@ from . import plots
 from .rundata import (
     EVALUATION,
     MEDPROMPT_RESULTS,
+    NOT_RECORDED,
     Run,
     attack_counts,
     benchmark_table,
@@ -25,6 +26,8 @@ from .rundata import (
     load,
     per_attack,
     percent_metric,
+    prompt_labels,
+    safety_prompt,
     safety_rows,
     tokens,
     training_runs,
@@ -226,8 +229,10 @@ def benchmarks(run: Run) -> str:
             out += f" ± {num(d.stderr, percent_metric(c))}"
         return out
 
+    prompts = {c: prompt_labels(details.values(), c) for c in cols}
+
     def about(c) -> str:
-        return f"n={info[c].n}, {info[c].scoring}" if info[c] else ""
+        return (f"n={info[c].n}, {info[c].scoring}, " if info[c] else "") + f"system prompt: {prompts[c]}"
 
     main = headline(run, cols)
     head = ["model (eval stage)"] + [Raw(f"{e(c)}<br><small>{e(about(c))}</small>") for c in main]
@@ -239,12 +244,13 @@ def benchmarks(run: Run) -> str:
         parts.append(img(plots.grouped_bars(pct, series, "%", "Benchmarks per evaluated model"), "benchmark chart"))
     parts.append("<p><small>Each benchmark's main metric (groups stand for their subtasks); percentages ± "
                  "standard error. Scoring modes: loglik (lm-eval option log-likelihood), letter (answer letter "
-                 "after the chat template), generate (greedy answer, parsed).</small></p>")
+                 "after the chat template), generate (greedy answer, parsed). System prompt: the one each number "
+                 "was measured with, as its results.json records it (loglik never uses one, as lm-eval).</small></p>")
     # every metric, one row each (models as columns: there are far more metrics than models)
-    full = table(["metric", "n", "scoring"] + [s.label for s, _ in rows],
-                 [[c, info[c].n if info[c] else "–", info[c].scoring if info[c] else "–"]
+    full = table(["metric", "n", "scoring", "system prompt"] + [s.label for s, _ in rows],
+                 [[c, info[c].n if info[c] else "–", info[c].scoring if info[c] else "–", prompts[c]]
                   + [cell(s, vals, c) for s, vals in rows] for c in cols],
-                 numeric=set(range(3, 3 + len(rows))) | {1})
+                 numeric=set(range(4, 4 + len(rows))) | {1})
     parts.append(f"<details><summary>All {len(cols)} metrics</summary>{full}</details>")
     return section("benchmarks", "Benchmarks", *parts)
 
@@ -257,9 +263,10 @@ def safety(run: Run) -> str:
         for _, m in rows:
             cols += [k for k in m if not k.startswith("safety.asr.") and k not in cols]
         parts.append("<h3>Safety and over-refusal per evaluated model</h3>")
-        parts.append(table(["model (eval stage)"] + cols,
-                           [[f"{s.label} ({s.name})"] + [num(m.get(c), True) for c in cols] for s, m in rows],
-                           numeric=set(range(1, len(cols) + 1))))
+        parts.append(table(["model (eval stage)", "system prompt"] + cols,
+                           [[f"{s.label} ({s.name})", safety_prompt(s)] + [num(m.get(c), True) for c in cols]
+                            for s, m in rows],
+                           numeric=set(range(2, len(cols) + 2))))
         first, last = rows[0], rows[-1]
         a0, a1 = per_attack(first[1]), per_attack(last[1])
         attacks = list(dict.fromkeys([*a0, *a1]))
@@ -294,8 +301,8 @@ def safety(run: Run) -> str:
         pairs = sm.get("pairs", {}).get("n")
         parts.append(f"<p>Red-team stage <b>{e(s.name)}</b> (model {e(sm['model'])}): ASR "
                      f"{e(num(sm['attacks']['asr'], True))} over {e(sm['attacks']['n'])} attempts, primary judge "
-                     f"{e(sm['primary_judge'])}" + (f"; {e(pairs)} safety DPO pairs written" if pairs is not None
-                                                   else "") + ".</p>")
+                     f"{e(sm['primary_judge'])}, system prompt {e(sm.get('system_prompt') or NOT_RECORDED)}"
+                     + (f"; {e(pairs)} safety DPO pairs written" if pairs is not None else "") + ".</p>")
     return section("safety", "Safety", *parts)
 
 
@@ -347,7 +354,8 @@ def medprompt(run: Run) -> str:
     body = [[k, num(s.get("n")), num(s.get("accuracy"), True), num(s.get("generated_tokens_per_question")),
              num(s.get("prompt_tokens_per_question")), num(s.get("members_per_question")),
              num(s.get("seconds_per_question"))] for k, s in summ.items()]
-    parts = [f"<p>Task {e(res['task'])}, model {e(res['model'])}.</p>",
+    parts = [f"<p>Task {e(res['task'])}, model {e(res['model'])}, system prompt "
+             f"{e(res.get('system_prompt') or NOT_RECORDED)}.</p>",
              table(["strategy", "n", "accuracy", "generated tok/q", "prompt tok/q", "ensemble members/q", "s/q"],
                    body, numeric={1, 2, 3, 4, 5, 6})]
     if any(s.get("n") for s in summ.values()):

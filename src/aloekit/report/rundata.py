@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import UserError
 from ..recipe import registry
@@ -237,11 +237,23 @@ class MetricInfo:
     n: int | None = None
     scoring: str | None = None
     stderr: float | None = None
+    system_prompt: str | None = None  # None: the results predate the knob and do not say
+
+
+NOT_RECORDED = "not recorded"
+
+
+def _task_prompt(res: dict, task: str) -> str | None:
+    """The system prompt label results.json gives a task; a strategy states its own under "strategy"."""
+    label = res.get("configs", {}).get(task, {}).get("system_prompt")
+    if label == "see strategy":
+        label = (res.get("strategy") or {}).get("system_prompt")
+    return label
 
 
 def eval_details(stage: Stage) -> dict[str, MetricInfo]:
-    """n, scoring mode and stderr for each "task.metric" key, from the stage's benchmarks/results.json
-    (aloekit eval's lm-eval-shaped output)."""
+    """n, scoring mode, stderr and system prompt for each "task.metric" key, from the stage's
+    benchmarks/results.json (aloekit eval's lm-eval-shaped output)."""
     keys = stage.benchmark_metrics()
     res = stage.json("benchmarks/results.json", required=bool(keys))
     if not res:
@@ -255,9 +267,16 @@ def eval_details(stage: Stage) -> dict[str, MetricInfo]:
         members = res.get("group_subtasks", {}).get(task, [task])
         ns = [res["n-samples"][m]["effective"] for m in members if m in res.get("n-samples", {})]
         modes = sorted({res["configs"][m]["scoring"] for m in members if m in res.get("configs", {})})
+        prompts = sorted({p for m in members if (p := _task_prompt(res, m)) is not None})
         out[key] = MetricInfo(n=sum(ns) if ns else None, scoring="/".join(modes) or res["config"].get("scoring"),
-                              stderr=r.get(f"{metric}_stderr,none"))
+                              stderr=r.get(f"{metric}_stderr,none"), system_prompt=" / ".join(prompts) or None)
     return out
+
+
+def prompt_labels(details: Iterable[dict[str, MetricInfo]], key: str) -> str:
+    """The system prompt(s) a metric was measured with, over the evaluated models."""
+    found = sorted({d[key].system_prompt for d in details if key in d and d[key].system_prompt})
+    return " / ".join(found) or NOT_RECORDED
 
 
 # ---------------------------------------------------------------- safety
@@ -270,6 +289,12 @@ def safety_rows(run: Run) -> list[tuple[Stage, dict[str, float]]]:
 
 def per_attack(metrics: dict[str, float]) -> dict[str, float]:
     return {k[len("safety.asr."):]: v for k, v in metrics.items() if k.startswith("safety.asr.")}
+
+
+def safety_prompt(stage: Stage) -> str:
+    """The system prompt label an evaluation's red team ran with, from its safety/summary.json."""
+    summary = stage.json("safety/summary.json", required=False)
+    return (summary or {}).get("system_prompt") or NOT_RECORDED
 
 
 def attack_counts(stage: Stage) -> dict[str, int]:

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..config import ModelConfig, StrictModel
 from ..errors import UserError
-from ..prompts import MEDICAL_SYSTEM_PROMPT
+from ..prompts import MEDICAL_SYSTEM_PROMPT, resolve_system_prompt
 
 # What a flagged exchange gets instead of the model's answer: the refusal the safety alignment teaches (say no, say
 # why, point to legitimate help), in a fixed wording so that clients can recognise it.
@@ -71,9 +71,11 @@ def recipe_system(run_dir: Path) -> tuple[str, str] | None:
         raise UserError(f"{recipe}: invalid YAML; it is the recipe `aloekit run` copied there, restore it") from None
     for name, st in (data.get("stages") or {}).items():
         if isinstance(st, dict) and st.get("kind") == "redteam":
-            system = (st.get("config") or {}).get("system")
-            if system:
-                return str(system), f"recipe (stage {name})"
+            conf = st.get("config") or {}
+            system = conf.get("system_prompt", conf.get("system"))
+            text = resolve_system_prompt(str(system), f"{recipe}: stage {name} system_prompt") if system else None
+            if text:  # a registered name is served as its text; "none" means no policy was trained with
+                return text, f"recipe (stage {name})"
     return None
 
 
