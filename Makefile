@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 #   make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH  ?= torch==2.13.0
 
-.PHONY: install dev demo test bench lint clean
+.PHONY: install dev demo test bench bench-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,15 @@ test: $(VENV)/.dev
 # output as an argument: demo_safety_dev.py (a demo run folder) and medprompt_speed.py (--db, an example database
 # such as medprompt_real.py builds). GPU plumbing lives in scripts/gpu/ (scripts/gpu/README.md), outside this loop.
 BENCH_NEEDS_ARGS := demo_safety_dev.py medprompt_speed.py
-BENCHES = $(filter-out _% $(BENCH_NEEDS_ARGS),$(sort $(notdir $(wildcard benchmarks/*.py))))
+BENCHES = $(filter-out _% check.py $(BENCH_NEEDS_ARGS),$(sort $(notdir $(wildcard benchmarks/*.py))))
 
 bench: $(VENV)/.dev
 	cd benchmarks && for b in $(BENCHES); do ../$(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/check.py
+
+# results measured at a commit older than the last change to the code they measure (benchmarks/check.py)
+bench-check:
+	python3 benchmarks/check.py --strict
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks scripts
