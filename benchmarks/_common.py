@@ -21,7 +21,9 @@ def machine() -> dict:
     import torch
     return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # other work on the machine slows a timing down: a reader can tell a busy run from an idle one
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def git_sha() -> str:
