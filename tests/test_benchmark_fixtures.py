@@ -239,7 +239,8 @@ def test_aloe_medical_evaluates_what_is_present(tmp_path):
               backend=_ShortestOption())
     assert out["group_subtasks"] == {"aloe_medical": ["medqa", "careqa"]}
     assert set(out["tasks_skipped"]) == {"medmcqa", "pubmedqa", *GROUPS["mmlu_medical"], "headqa"}
-    assert out["n-samples"] == {"medqa": {"effective": 20, "skipped": 4}, "careqa": {"effective": 20, "skipped": 4}}
+    assert out["n-samples"] == {"medqa": {"original": 24, "effective": 20, "skipped": 4},
+                                "careqa": {"original": 24, "effective": 20, "skipped": 4}}
     res = out["results"]
     assert res["aloe_medical"]["acc,none"] == pytest.approx((res["medqa"]["acc,none"] + res["careqa"]["acc,none"]) / 2)
     saved = json.loads((tmp_path / "o" / "results.json").read_text())

@@ -233,8 +233,8 @@ def test_run_writes_lm_eval_shaped_results_and_samples(tiny_backend, tmp_path):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     r = res["results"]["medqa"]
     assert set(r) >= {"acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none", "baselines"}
-    assert res["n-samples"]["medqa"] == {"effective": 6, "skipped": 0}
-    assert res["config"]["dtype"] == "float32" and "torch" in res["versions"]
+    assert res["n-samples"]["medqa"] == {"original": 6, "effective": 6, "skipped": 0}
+    assert res["config"]["dtype"] == "float32" and "torch" in res["aloekit_versions"]
     samples = [json.loads(x) for x in (tmp_path / "out" / "samples_medqa.jsonl").read_text().splitlines()]
     assert [s["doc_id"] for s in samples] == list(range(6)) and samples[2]["gold"] == 2
     docs = TASKS["medqa"].load(FIXTURES, False, None).docs
@@ -291,7 +291,7 @@ def test_skip_bad_rows_is_counted_in_results(tiny_backend, tmp_path):
     good = MEDQA.read_text().splitlines()
     _medqa_dir(tmp_path / "d", [good[0], "{broken", good[1]])
     out = run(EvalConfig(tasks=["medqa"], data_dir=str(tmp_path / "d"), skip_bad_rows=True), backend=tiny_backend)
-    assert out["n-samples"]["medqa"] == {"effective": 2, "skipped": 1}
+    assert out["n-samples"]["medqa"] == {"original": 3, "effective": 2, "skipped": 1}
 
 
 

@@ -63,7 +63,7 @@ def test_scoring_modes_on_tiny_model(tiny_backend, scoring, tmp_path):
     out = run(cfg, backend=tiny_backend)
     res = out["results"]["aloekit_demo"]
     assert out["configs"]["aloekit_demo"]["scoring"] == scoring
-    assert out["n-samples"]["aloekit_demo"] == {"effective": n, "skipped": 0}
+    assert out["n-samples"]["aloekit_demo"] == {"original": 60, "effective": n, "skipped": 0}
     rows = [json.loads(x) for x in (tmp_path / "run" / "samples_aloekit_demo.jsonl").read_text().splitlines()]
     assert len(rows) == n
     # the reported accuracy is the share of questions whose prediction is the gold option

@@ -159,7 +159,7 @@ def test_open_task_with_two_judges_on_an_openai_endpoint(server, bench, tmp_path
     res = run(cfg)
     r = res["results"]["open_tinyq"]
     # 4 questions stand alone; the answerer names metformin for the two diabetes ones: judge-a says 2 correct
-    assert res["n-samples"]["open_tinyq"] == {"effective": 4, "skipped": 0, "dropped_by_rewrite": 2}
+    assert res["n-samples"]["open_tinyq"] == {"original": 6, "effective": 4, "skipped": 0, "dropped_by_rewrite": 2}
     assert r["acc,none"] == pytest.approx(0.5)
     assert r["judge_kappa,none"] == cohen_kappa(["correct"] * 2 + ["incorrect"] * 2, ["correct"] * 4)
     assert 0 < r["rouge_l,none"] < 1

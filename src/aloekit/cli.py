@@ -244,7 +244,43 @@ def _strategy_answerer(strategy: str, **kw):
     return StrategyAnswerer(strategy, **kw)
 
 
-importlib.import_module(".eval.cli", __package__).register(app, strategies=_strategy_answerer)
+class _AloekitHF:
+    """`aloekit eval --tasks <lm-eval task>`: lm-eval runs the task and the lmeval package's aloekit-hf model answers
+    on the backend eval has loaded (eval.harness.LMEvalModel; neither package imports the other)."""
+
+    name = "aloekit-hf"
+    FROM_CONFIG = ("pretrained", "dtype", "batch_size", "device", "seed")  # --model, --dtype, --batch-size, --seed
+
+    def task_paths(self) -> list[Path]:
+        from .lmeval import TASKS_DIR
+        return [TASKS_DIR]
+
+    def check(self, model, args: dict) -> None:
+        from .lmeval.model import MODEL_ARGS
+        unknown = sorted(set(args) - set(MODEL_ARGS))
+        if unknown:
+            takes = ", ".join(a for a in MODEL_ARGS if a not in self.FROM_CONFIG)
+            raise UserError(f"--model-args {', '.join(unknown)}: not a model argument of {self.name}, which takes "
+                            f"{takes} (the rest come from --model, --dtype, --batch-size and --seed)")
+        fixed = sorted(set(args) & set(self.FROM_CONFIG))
+        if fixed:
+            raise UserError(f"--model-args {', '.join(fixed)}: set it with --model, --dtype, --batch-size or --seed")
+        length, bos = args.get("max_length", 1), args.get("add_bos_token", False)
+        if not isinstance(length, int) or isinstance(length, bool) or length < 1 or not isinstance(bos, bool):
+            raise UserError(f"--model-args: max_length takes a number of tokens, add_bos_token true or false (got "
+                            f"{', '.join(f'{k}={v}' for k, v in args.items())})")
+
+    def build(self, model, backend, seed: int, args: dict):
+        from .lmeval.model import model_class
+        try:
+            return model_class()(pretrained=model.name, dtype=model.dtype, batch_size=model.batch_size,
+                                 device=model.device, seed=seed, backend=backend, **args)
+        except ValueError as e:  # a model argument's value aloekit-hf refuses
+            raise UserError(f"--model-args: {e}") from None
+
+
+importlib.import_module(".eval.cli", __package__).register(app, strategies=_strategy_answerer,
+                                                           lm_eval_model=_AloekitHF())
 
 
 @app.command("run")

@@ -18,14 +18,17 @@ from .. import console as con
 STRATEGY_KEYS = ("strategy", "strategy_params", "db")
 
 
-def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> None:
+def register(app: typer.Typer, strategies: Callable[..., Any] | None = None, lm_eval_model: Any = None) -> None:
     """`strategies(strategy, db=, seed=, params=)` returns an answerer for eval.runner.run (None: --strategy is
-    refused)."""
+    refused); `lm_eval_model` (eval.harness.LMEvalModel, aloekit-hf) answers lm-eval's tasks (None: `--tasks`
+    takes aloekit's tasks only)."""
 
     @app.command("eval")
     def eval_cmd(
         tasks: Optional[str] = typer.Option(None, "--tasks", "-t",
-                                            help="Comma-separated tasks or groups (default: multimedqa)."),
+                                            help="Comma-separated tasks or groups (default: multimedqa): "
+                                                 "aloekit's (--list), any lm-eval task, group or tag, or "
+                                                 "lm-eval task YAML files or folders."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, hub id or HF folder."),
         scoring: Optional[str] = typer.Option(None, "--scoring", help="loglik (lm-eval) | letter | generate"),
         limit: Optional[int] = typer.Option(None, "--limit", help="First N questions of each task."),
@@ -65,11 +68,22 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
                                           "labelled answers."),
         list_tasks: bool = typer.Option(False, "--list", help="List the benchmarks and groups, then exit."),
         as_json: bool = typer.Option(False, "--json", help="With --list: print JSON."),
+        lm_eval_tasks_path: bool = typer.Option(False, "--lm-eval-tasks-path",
+                                                help="Print the folder of aloekit's lm-eval task YAMLs (for "
+                                                     "lm-eval's --include_path), then exit."),
+        log_to: Optional[str] = typer.Option(None, "--log-to", help="wandb | mlflow (comma-separated): log the "
+                                             "metrics, samples and results.json there (offline by default)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with EvalConfig keys."),
         sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: key.sub=value."),
+        model_args: Optional[str] = typer.Option(None, "--model-args", help="lm-eval tasks: more arguments of the "
+                                                 "lm-eval model, k=v,k2=v2 (max_length, add_bos_token)."),
     ) -> None:
         """Evaluate a model on medical benchmarks (lm-eval-compatible loglik, letter or generate scoring, or a
         medprompt strategy with --strategy)."""
+        if lm_eval_tasks_path:
+            # a path, not an import: this stage may not import aloekit.lmeval
+            print(Path(__file__).resolve().parents[1] / "lmeval" / "tasks")
+            return
         if list_tasks:
             _print_list(data_dir, as_json)
             return
@@ -87,7 +101,10 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
                  "strategy_params.rag.index": str(index) if index else None,
                  "strategy_params.members": members, "strategy_params.shots": shots,
                  "system_prompt": system_prompt, "similarity": use_similarity or None,
-                 "calibrate": False if no_calibrate else None, "judge_mode": judge_mode}
+                 "calibrate": False if no_calibrate else None, "judge_mode": judge_mode,
+                 "log_to": [x.strip() for x in log_to.split(",") if x.strip()] if log_to else None}
+        if model_args:
+            flags["lm_eval_model_args"] = _parse_model_args(model_args)
         from .openended import parse_model_spec
         if judge:
             specs = [x for j in judge for x in j.split(",") if x.strip()]
@@ -125,7 +142,7 @@ def register(app: typer.Typer, strategies: Callable[..., Any] | None = None) -> 
             # before the benchmarks and the model: a bad strategy or a missing --db fails at once
             answerer = strategies(strategy, db=given.get("db"), seed=cfg.seed,
                                   params=given.get("strategy_params") or {})
-        out = run(cfg, answerer=answerer)
+        out = run(cfg, answerer=answerer, lm_eval_model=lm_eval_model)
         con.out.print(out["markdown"], highlight=False, markup=False)
         if cfg.output:
             con.note(f"[dim]wrote {cfg.output}/results.json and samples_<task>.jsonl[/dim]")
@@ -156,3 +173,19 @@ def _print_list(data_dir: Optional[Path], as_json: bool) -> None:
     for g, members in GROUPS.items():
         partial = " (members without their file are skipped)" if g in PARTIAL_GROUPS else ""
         con.out.print(f"group [bold]{g}[/bold]: {', '.join(members)}{partial}", highlight=False)
+
+
+def _parse_model_args(text: str) -> dict[str, Any]:
+    """lm-eval's `--model_args` form, k=v,k2=v2; values typed as YAML reads them (512, true)."""
+    import yaml
+
+    from ..errors import UserError
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--model-args {text}: give key=value pairs separated by commas, e.g. max_length=2048")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out

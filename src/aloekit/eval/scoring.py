@@ -22,8 +22,8 @@ from ..config import SamplingConfig
 from ..errors import UserError
 from ..prompts import with_system
 
-__all__ = ["GENERATE_INSTRUCTION", "LETTER_INSTRUCTION", "LETTER_PREFIX", "generate_answers", "parse_answer",
-           "score_letter", "score_loglik"]
+__all__ = ["GENERATE_INSTRUCTION", "LETTER_INSTRUCTION", "LETTER_PREFIX", "generate_answers", "generate_chat",
+           "letter_prompt", "parse_answer", "score_letter", "score_loglik"]
 
 
 def _chunks(backend) -> int:
@@ -60,8 +60,7 @@ def score_letter(backend, docs: Sequence[Doc], desc: str, system: str | None = N
     for d in docs:
         if len(d.options) > len(LETTERS):
             raise UserError(f"{d.where}: {len(d.options)} options is more than letter scoring can label")
-    prompts = [_chat(backend, f"{listed(d.question, d.options)}\n\n{LETTER_INSTRUCTION}", system) + LETTER_PREFIX
-               for d in docs]
+    prompts = [letter_prompt(backend, d, system) for d in docs]
     order = sorted(range(len(docs)), key=lambda i: -len(prompts[i]))
     out: list[list[float] | None] = [None] * len(docs)
     step = _chunks(backend)
@@ -76,10 +75,19 @@ def score_letter(backend, docs: Sequence[Doc], desc: str, system: str | None = N
     return out  # type: ignore[return-value]
 
 
+def letter_prompt(backend, doc: Doc, system: str | None = None) -> str:
+    """The text letter scoring scores " A", " B", ... after."""
+    return _chat(backend, f"{listed(doc.question, doc.options)}\n\n{LETTER_INSTRUCTION}", system) + LETTER_PREFIX
+
+
+def generate_chat(doc: Doc, system: str | None = None) -> list[dict[str, str]]:
+    return with_system([{"role": "user", "content": f"{listed(doc.question, doc.options)}\n\n{GENERATE_INSTRUCTION}"}],
+                       system)
+
+
 def generate_answers(backend, docs: Sequence[Doc], sampling: SamplingConfig, desc: str,
                      system: str | None = None) -> list[str]:
-    chats = [with_system([{"role": "user", "content": f"{listed(d.question, d.options)}\n\n{GENERATE_INSTRUCTION}"}],
-                         system) for d in docs]
+    chats = [generate_chat(d, system) for d in docs]
     out: list[str] = []
     step = _chunks(backend)
     with con.progress(desc, len(docs)) as bar:

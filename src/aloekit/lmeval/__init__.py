@@ -4,14 +4,20 @@ lm-eval 0.4 finds models only in its own registry (`lm_eval.api.registry.model_r
 so a model from another package exists for lm-eval once that package has been imported. Importing this package
 registers `aloekit-hf` when lm-eval is installed (the class itself loads on first use); `python -m aloekit.lmeval
 ...` is lm-eval's own CLI with the model registered first (docs/lm_eval.md).
+
+tasks/: aloekit's medical benchmarks as lm-eval task YAMLs (`aloe_medqa`, ..., group `aloe_medical`), for
+lm-eval's `--include_path TASKS_DIR` (`aloekit eval --lm-eval-tasks-path` prints it).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..extras import require
 
 NAME = "aloekit-hf"
 TARGET = "aloekit.lmeval.model:AloekitLM"
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 
 def register() -> None:
@@ -30,4 +36,4 @@ except ImportError:
 else:
     register()
 
-__all__ = ["NAME", "register"]
+__all__ = ["NAME", "TASKS_DIR", "register"]

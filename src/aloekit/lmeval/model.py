@@ -50,8 +50,11 @@ class _Methods:
 
     def __init__(self, pretrained: str | None = None, dtype: str = "auto", batch_size: int | str = 8,
                  device: str | None = None, max_length: int | None = None, add_bos_token: bool | None = None,
-                 seed: int = 0, max_batch_size: int | None = None, **unknown) -> None:
+                 seed: int = 0, max_batch_size: int | None = None, backend: Backend | None = None,
+                 **unknown) -> None:
         super().__init__()
+        if backend is not None and not isinstance(backend, Backend):  # a loaded backend object, never a model arg
+            unknown["backend"] = backend
         if unknown:
             raise ValueError(f"aloekit-hf: unknown model argument(s) {', '.join(sorted(unknown))}; valid: "
                              f"{', '.join(MODEL_ARGS)}")
@@ -76,7 +79,8 @@ class _Methods:
                              f"{err['msg']}") from None
         self.cfg = cfg
         self.seed = int(seed)
-        self.lm: Backend = load_backend(cfg)
+        # `aloekit eval` passes the backend it has loaded: one copy of the model for its tasks and lm-eval's
+        self.lm: Backend = backend if backend is not None else load_backend(cfg)
         # as lm-eval's hf model loads it (add_bos_token reaches the tokenizer too)
         self.tokenizer = AutoTokenizer.from_pretrained(
             resolve(cfg.name), **({} if add_bos_token is None else {"add_bos_token": add_bos_token}))
