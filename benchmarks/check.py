@@ -30,6 +30,8 @@ MEASURES: dict[str, tuple[str, list[str]]] = {
     "demo_safety_dev_retain48": ("demo_safety_dev.py", ["src/aloekit/redteam", "src/aloekit/train", *CORE]),
     "eval_speed": ("eval_speed.py", ["src/aloekit/eval", *BENCH, *CORE]),
     "eval_speed_bf16": ("eval_speed.py", ["src/aloekit/eval", *BENCH, *CORE]),
+    "eval_speed_lmeval_float32": ("eval_speed.py", ["src/aloekit/lmeval", *BENCH, *CORE]),
+    "eval_speed_lmeval_bfloat16": ("eval_speed.py", ["src/aloekit/lmeval", *BENCH, *CORE]),
     "generation": ("generation.py", CORE),
     "gpu_check": ("../scripts/gpu/gpu_check.py", ["src/aloekit/train", "src/aloekit/eval", *CORE]),
     "medprompt_real": ("medprompt_real.py", ["src/aloekit/medprompt", "src/aloekit/retrieval", *BENCH, *CORE]),

@@ -8,6 +8,12 @@ Both run in this process on the converted default model folder. Reports question
 
 Writes benchmarks/results/eval_speed.json and .md. Goal: >= 3x lm-eval; >= 99% identical predictions and
 accuracy within 0.1 pt.
+
+    .venv/bin/python benchmarks/eval_speed.py --via lm-eval [--runs 3] [--dtype float32|bfloat16]
+
+The lm-eval path: lm-eval itself runs our shipped task `aloe_medmcqa` (its `--include_path` folder) through
+`simple_evaluate` (what the `lm_eval` command calls) with `--model aloekit-hf` and with its own `--model hf`,
+same dtype and batch size, alternating (ours, peer) for `--runs` pairs. Writes eval_speed_lmeval_<dtype>.
 """
 
 from __future__ import annotations
@@ -38,6 +44,92 @@ def ours(data_dir: Path, limit: int, dtype: str, batch_size: int) -> dict:
             "seconds": {"total": total, "scoring": out["timings_s"]["scoring"]["medmcqa"]}}
 
 
+def via_lm_eval(model: str, model_dir: Path, limit: int, batch_size: int, dtype: str) -> dict:
+    """One lm-eval run of aloe_medmcqa with `model` ("aloekit-hf" or "hf"): acc, per-question log-likelihoods,
+    seconds (total: model load + simple_evaluate; scoring: inside the model's loglikelihood)."""
+    import lm_eval
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    import aloekit.lmeval as ak
+    t = time.time()
+    tm = TaskManager(include_path=str(ak.TASKS_DIR))
+    args = f"pretrained={model_dir},dtype={dtype},batch_size={batch_size}"
+    lm = get_model(model).create_from_arg_string(args + (",device=cpu" if model == "hf" else ""))
+    scoring = 0.0
+    inner = lm.loglikelihood
+
+    def timed(*a, **k):
+        nonlocal scoring
+        t0 = time.time()
+        try:
+            return inner(*a, **k)
+        finally:
+            scoring += time.time() - t0
+    lm.loglikelihood = timed
+    res = lm_eval.simple_evaluate(model=lm, tasks=["aloe_medmcqa"], task_manager=tm, limit=limit, log_samples=True,
+                                  bootstrap_iters=0)
+    total = time.time() - t
+    samples = sorted(res["samples"]["aloe_medmcqa"], key=lambda s: s["doc_id"])
+    lls = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
+    return {"acc": res["results"]["aloe_medmcqa"]["acc,none"], "lls": lls,
+            "preds": [max(range(len(x)), key=x.__getitem__) for x in lls],
+            "seconds": {"total": total, "scoring": scoring}}
+
+
+def main_lm_eval(args) -> None:
+    import statistics
+
+    import torch
+    from _common import write
+
+    from aloekit import console, models
+    torch.set_num_threads(args.threads)
+    console.set_quiet(True)
+    os.environ["ALOEKIT_DATA_DIR"] = str(Path(args.data_dir).resolve())  # where the aloe_* tasks read their files
+    model_dir = models.prepare(models.DEFAULT_MODEL)
+    runs = []
+    for _ in range(args.runs):  # paired and alternating, so a change of machine load hits both sides
+        runs.append((via_lm_eval("aloekit-hf", model_dir, args.limit, args.batch_size, args.dtype),
+                     via_lm_eval("hf", model_dir, args.limit, args.batch_size, args.dtype)))
+    ours, peer = runs[0]
+    n = len(peer["preds"])
+    same = sum(int(x == y) for x, y in zip(ours["preds"], peer["preds"]))
+    max_dll = max(abs(x - y) for u, v in zip(ours["lls"], peer["lls"]) for x, y in zip(u, v))
+    # a disagreement inside the dtype's rounding: the peer's own top-2 gap is smaller than the largest ll difference
+    close = sum(1 for u, v, a, b in zip(ours["lls"], peer["lls"], ours["preds"], peer["preds"])
+                if a != b and abs(v[a] - v[b]) <= max(abs(x - y) for x, y in zip(u, v)))
+    ratios = {ph: [p["seconds"][ph] / o["seconds"][ph] for o, p in runs] for ph in ("scoring", "total")}
+
+    def spread(xs):
+        return f"{statistics.median(xs):.2f}x ({min(xs):.2f}-{max(xs):.2f})"
+    qps = {who: {ph: [round(n / r[i]["seconds"][ph], 2) for r in runs] for ph in ("scoring", "total")}
+           for i, who in enumerate(("aloekit-hf", "hf"))}
+    md = f"""# lm-eval with `--model aloekit-hf` vs `--model hf` (same lm-eval task, dtype, batch size)
+
+lm-eval {_versions().get('lm-eval')} runs aloekit's shipped task `aloe_medmcqa` (MedMCQA dev, first {n} questions,
+`--include_path $(aloekit eval --lm-eval-tasks-path)`) through `simple_evaluate`, the function the `lm_eval` command
+calls, once with our model and once with its own HF model: {args.dtype}, batch size {args.batch_size},
+{args.threads} torch thread(s), {args.runs} paired runs (ours, peer, ours, peer ...), median (min-max).
+
+| phase | aloekit-hf q/s | hf q/s | speed-up |
+|---|---|---|---:|
+| scoring (inside loglikelihood) | {qps['aloekit-hf']['scoring']} | {qps['hf']['scoring']} | **{spread(ratios['scoring'])}** |
+| whole run (model load + evaluate) | {qps['aloekit-hf']['total']} | {qps['hf']['total']} | {spread(ratios['total'])} |
+
+Agreement: {same}/{n} identical predictions; acc {100 * ours['acc']:.2f} vs {100 * peer['acc']:.2f}; max |log-lik
+diff| {max_dll:.2e}; disagreements within that difference (rounding of {args.dtype}): {close} of {n - same}.
+Goal (issue 23): >= 3x on scoring with identical predictions in fp32: speed {'met' if min(ratios['scoring']) >= 3 else
+'NOT met'}, predictions {'identical' if same == n else 'not identical'}.
+"""
+    write(f"eval_speed_lmeval_{args.dtype}", {
+        "task": "aloe_medmcqa", "questions": n, "dtype": args.dtype, "batch_size": args.batch_size,
+        "torch_threads": args.threads, "runs": args.runs, "ratios": ratios, "q_per_s": qps,
+        "agreement": {"identical": same, "n": n, "max_abs_loglik_diff": max_dll, "within_rounding": close,
+                      "acc": {"aloekit-hf": ours["acc"], "hf": peer["acc"]}},
+        "seconds": [[o["seconds"], p["seconds"]] for o, p in runs], "versions": _versions()}, md)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=500)
@@ -48,7 +140,13 @@ def main() -> None:
                          "collapse when oversubscribed)")
     ap.add_argument("--data-dir", default=os.environ.get("ALOEKIT_DATA_DIR") or str(HERE.parent.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(HERE / "results" / "eval_speed"))
+    ap.add_argument("--via", choices=["aloekit", "lm-eval"], default="aloekit",
+                    help="lm-eval: lm-eval runs our task with --model aloekit-hf vs --model hf")
+    ap.add_argument("--runs", type=int, default=3, help="--via lm-eval: paired runs")
     args = ap.parse_args()
+    if args.via == "lm-eval":
+        main_lm_eval(args)
+        return
 
     import torch
     from lm_eval_peer import run_lm_eval
