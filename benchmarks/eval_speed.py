@@ -56,17 +56,8 @@ def via_lm_eval(model: str, model_dir: Path, limit: int, batch_size: int, dtype:
     tm = TaskManager(include_path=str(ak.TASKS_DIR))
     args = f"pretrained={model_dir},dtype={dtype},batch_size={batch_size}"
     lm = get_model(model).create_from_arg_string(args + (",device=cpu" if model == "hf" else ""))
-    scoring = 0.0
-    inner = lm.loglikelihood
-
-    def timed(*a, **k):
-        nonlocal scoring
-        t0 = time.time()
-        try:
-            return inner(*a, **k)
-        finally:
-            scoring += time.time() - t0
-    lm.loglikelihood = timed
+    from lm_eval_peer import time_loglikelihood
+    scoring = time_loglikelihood(lm)
     res = lm_eval.simple_evaluate(model=lm, tasks=["aloe_medmcqa"], task_manager=tm, limit=limit, log_samples=True,
                                   bootstrap_iters=0)
     total = time.time() - t
@@ -74,7 +65,7 @@ def via_lm_eval(model: str, model_dir: Path, limit: int, batch_size: int, dtype:
     lls = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
     return {"acc": res["results"]["aloe_medmcqa"]["acc,none"], "lls": lls,
             "preds": [max(range(len(x)), key=x.__getitem__) for x in lls],
-            "seconds": {"total": total, "scoring": scoring}}
+            "seconds": {"total": total, "scoring": scoring[0]}}
 
 
 def main_lm_eval(args) -> None:

@@ -23,6 +23,21 @@ def materialize_tasks(data_dir: Path, dest: Path) -> Path:
     return out
 
 
+def time_loglikelihood(lm) -> list[float]:
+    """Wrap `lm.loglikelihood` so the seconds spent inside it add up in the returned one-item list."""
+    spent = [0.0]
+    inner = lm.loglikelihood
+
+    def timed(*a, **k):
+        t0 = time.time()
+        try:
+            return inner(*a, **k)
+        finally:
+            spent[0] += time.time() - t0
+    lm.loglikelihood = timed
+    return spent
+
+
 def run_lm_eval(model_dir: Path, data_dir: Path, limit: int | None, batch_size: int, dtype: str,
                 task: str = "medmcqa_aloekit") -> dict:
     """-> {"acc", "acc_norm", "preds": [argmax per doc], "lls": [[...]], "seconds": {"total", "scoring"}}.
@@ -36,20 +51,10 @@ def run_lm_eval(model_dir: Path, data_dir: Path, limit: int | None, batch_size: 
         t = time.time()
         tm = TaskManager(include_path=str(materialize_tasks(data_dir, Path(tmp))))
         lm = HFLM(pretrained=str(model_dir), dtype=dtype, batch_size=batch_size, device="cpu")
-        scoring = 0.0
-        inner = lm.loglikelihood
-
-        def timed(*a, **k):
-            nonlocal scoring
-            t0 = time.time()
-            try:
-                return inner(*a, **k)
-            finally:
-                scoring += time.time() - t0
-        lm.loglikelihood = timed
+        scoring = time_loglikelihood(lm)
         res = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=tm, limit=limit, log_samples=True,
                                       bootstrap_iters=0)
-        seconds = {"total": time.time() - t, "scoring": scoring}
+        seconds = {"total": time.time() - t, "scoring": scoring[0]}
     samples = sorted(res["samples"][task], key=lambda s: s["doc_id"])
     lls = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
     return {"acc": res["results"][task]["acc,none"], "acc_norm": res["results"][task]["acc_norm,none"],

@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..io import GenerationCache
 from ..prompts import with_system
 from ..stats import cohen_kappa
+from .metrics import mean_stderr
 
 # open task -> the MCQ benchmarks it rewrites (PubMedQA's yes/no/maybe answers say nothing without the question's
 # abstract and options, so it has no open variant)
@@ -411,7 +412,7 @@ def run_task(name: str, docs: Sequence[Doc], backend, answer_model: str, judges:
         v0 = [v["verdict"] for v in verdicts[0]]
         correct = [float(v == "correct") for v in v0]
         res["acc,none"] = float(np.mean(correct))
-        res["acc_stderr,none"] = _stderr(correct)
+        res["acc_stderr,none"] = mean_stderr(correct)
         res["acc_lenient,none"] = float(np.mean([v in ("correct", "partial") for v in v0]))
         res["pct_refused,none"] = float(np.mean([v == "refused" for v in v0]))
         res["pct_unparsed,none"] = float(np.mean([v is None for v in v0]))
@@ -419,7 +420,7 @@ def run_task(name: str, docs: Sequence[Doc], backend, answer_model: str, judges:
             res["judge_kappa,none"] = cohen_kappa([v or "unparsed" for v in v0],
                                                   [v["verdict"] or "unparsed" for v in verdicts[1]])
     res["rouge_l,none"] = float(np.mean([f for f, _ in rl]))
-    res["rouge_l_stderr,none"] = _stderr([f for f, _ in rl])
+    res["rouge_l_stderr,none"] = mean_stderr([f for f, _ in rl])
     res["rouge_l_recall,none"] = float(np.mean([r for _, r in rl]))
     if sim is not None:
         res["similarity,none"] = float(np.mean(sim))
@@ -441,15 +442,6 @@ def run_task(name: str, docs: Sequence[Doc], backend, answer_model: str, judges:
     if len(judges) == 2:
         info["kappa"] = res["judge_kappa,none"]
     return res, samples, info
-
-
-def _stderr(xs: Sequence[float]) -> float | None:
-    import math
-
-    import numpy as np
-    if len(xs) < 2:
-        return None
-    return float(np.std(np.asarray(xs, dtype=np.float64), ddof=1) / math.sqrt(len(xs)))
 
 
 def parse_model_spec(spec: str, where: str = "--judge") -> ModelConfig:
