@@ -247,6 +247,11 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
               hub_category="type"),
     Benchmark("demo_safe", "aloekit demo safe look-alikes (bundled)", "safe_prompts", "demo_safe_jsonl",
               {"test": Split("pkg:resources/demo_redteam/safe.jsonl")}, full_size=120, bundled=True),
+    # written for aloekit on 2026-12-05 and frozen: held out of every training, tuning and selection step (the safety
+    # DPO result is measured on it once); medical questions that sound risky and must be answered
+    Benchmark("safe_medical", "aloekit held-out safe medical look-alikes (bundled, frozen)", "safe_prompts",
+              "demo_safe_jsonl", {"test": Split("pkg:resources/safety_holdout/safe_medical.jsonl")}, full_size=60,
+              bundled=True),
 ]}
 
 # groups of question benchmarks, as evaluation reports them

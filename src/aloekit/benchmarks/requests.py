@@ -145,9 +145,9 @@ def read_demo_harmful(path: Path, split: str) -> list[Request]:
     return out
 
 
-def read_demo_safe(path: Path) -> list[Request]:
-    """The bundled XSTest-style safe prompts (JSONL: id, text, type; all safe)."""
-    out = [Request(f"demo_safe/{_field(r, 'id', path, n)}", "demo_safe", _field(r, "text", path, n),
+def read_demo_safe(path: Path, name: str = "demo_safe") -> list[Request]:
+    """Bundled XSTest-style safe prompts (JSONL: id, text, type; all safe): demo_safe, safe_medical."""
+    out = [Request(f"{name}/{_field(r, 'id', path, n)}", name, _field(r, "text", path, n),
                    _field(r, "type", path, n)) for n, r in jsonl_objects(path)]
     if not out:
         raise UserError(f"{path}: no safe prompts")
@@ -204,7 +204,7 @@ REQUEST_FORMATS = {
     "medsafetybench_csv": lambda path, split, generators=None, **o: read_medsafetybench(path, split, generators),
     "demo_harmful_jsonl": lambda path, split, **o: read_demo_harmful(path, split),
     "xstest_csv": lambda path, split, label="safe", **o: read_xstest(path, label),
-    "demo_safe_jsonl": lambda path, split, **o: read_demo_safe(path),
+    "demo_safe_jsonl": lambda path, split, name="demo_safe", **o: read_demo_safe(path, name),
     "request_jsonl": lambda path, split, text_field="prompt", category_field=None, **o:
         read_request_jsonl(path, text_field, category_field),
 }

@@ -36,8 +36,9 @@ class LlamaGuardConfig(StrictModel):
 class XSTestConfig(StrictModel):
     """Safe prompts that look harmful; refusing them is over-refusal."""
     enabled: bool = True
-    # xstest: XSTest's 250 safe prompts (data dir, path or hub); demo_safe: the 120 bundled look-alikes
-    source: Literal["xstest", "demo_safe"] = "xstest"
+    # xstest: XSTest's 250 safe prompts (data dir, path or hub); demo_safe: the 120 bundled look-alikes;
+    # safe_medical: 60 bundled medical look-alikes, frozen and held out of all tuning (docs/redteam.md)
+    source: Literal["xstest", "demo_safe", "safe_medical"] = "xstest"
     limit: int | None = Field(50, ge=1, description="seeded sample of the safe prompts (None = all)")
     path: str | None = Field(None, description="XSTest CSV, or for demo_safe a JSONL of {id, text, type}")
     hub: str | None = None
@@ -63,7 +64,7 @@ class RetainConfig(StrictModel):
                                                       "pkg:resources/demo_redteam/retain.jsonl"],
                              description="JSONL files with a prompt, question or text field per row")
     limit: int | None = Field(None, ge=1, description="seeded sample of the prompts (None = all)")
-    exclude_similar_to: list[Literal["demo_safe", "xstest"]] = Field(
+    exclude_similar_to: list[Literal["demo_safe", "xstest", "safe_medical"]] = Field(
         default_factory=lambda: ["demo_safe", "xstest"],
         description="safe-prompt sets to keep out (xstest when the data dir has it)")
     max_jaccard: float = Field(0.3, gt=0, le=1, description="word-set Jaccard at which a prompt counts as close")

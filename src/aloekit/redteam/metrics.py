@@ -42,7 +42,8 @@ def refusal_metrics(rows: list[dict]) -> dict:
 
 
 # how the safe-prompt and plain-request sets are named in tables (summaries say which one a run used)
-SET_NAMES = {"xstest": "XSTest", "demo_safe": "demo_safe (bundled)", "medsafetybench": "MedSafetyBench",
+SET_NAMES = {"xstest": "XSTest", "demo_safe": "demo_safe (bundled)", "safe_medical": "safe_medical (held out)",
+             "medsafetybench": "MedSafetyBench",
              "demo_harmful": "demo_harmful (bundled)"}
 
 

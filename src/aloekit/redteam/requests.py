@@ -30,7 +30,9 @@ SOURCES = ("advbench", "harmbench", "simplesafetytests", "medsafetybench", "json
 
 # Sets written for aloekit (Apache-2.0) inside the package: the offline demo red-teams without ../shared/data.
 # "pkg:" paths are resolved inside the installed package, as in the data stage's registry.
-BUNDLED = {n: REGISTRY[n].split().local for n in ("demo_harmful", "demo_safe")}
+BUNDLED = {n: REGISTRY[n].split().local for n in ("demo_harmful", "demo_safe", "safe_medical")}
+# safe-prompt sets written for aloekit (JSONL: id, text, type): demo_safe for the demo, safe_medical held out
+BUNDLED_SAFE = ("demo_safe", "safe_medical")
 
 # Sources with splits: the accepted values, the first one being the default. demo_harmful defaults to test,
 # like MedSafetyBench, so a config that forgets the split never turns evaluation requests into training pairs.
@@ -64,6 +66,9 @@ class SourceConfig(StrictModel):
     functional_categories: list[str] = Field(default_factory=lambda: ["standard"])
     # MedSafetyBench ships requests from two generators (gpt4, llama2); both by default.
     generators: list[str] = Field(default_factory=lambda: ["gpt4", "llama2"])
+    ids_file: str | None = Field(None, description="a frozen request list (JSON {requests: [{id, sha256}]}, e.g. "
+                                 "pkg:resources/safety_holdout/requests.json): keep only the listed requests; a "
+                                 "listed id that is missing or whose text changed is an error")
 
 
 def resolve(path: str) -> Path:
@@ -115,16 +120,46 @@ def load_source(src: SourceConfig, data_root: Path | None) -> list[Request]:
             reqs = R.read_request_set(REGISTRY[src.name].format, path, split, functional=src.functional_categories,
                                       generators=src.generators)
     reqs = [r for r in reqs if r.text]
+    if src.ids_file:
+        reqs = keep_frozen(reqs, src.ids_file, src.name)
     if not reqs:
         raise UserError(f"source {src.name}: no requests found (empty file or every row filtered out); "
                         "check the path, split and filters")
     return reqs
 
 
+def text_sha256(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
+
+
+def keep_frozen(reqs: list[Request], ids_file: str, name: str) -> list[Request]:
+    """The requests a frozen list names, checked against their recorded text hashes: a held-out split must be
+    exactly the one frozen, or the run stops (a changed file silently changes what "held out" means)."""
+    import json
+    path = resolve(ids_file)
+    try:
+        listed = {e["id"]: e["sha256"] for e in json.loads(path.read_text(encoding="utf-8"))["requests"]
+                  if e["id"].split("/")[0] == reqs[0].id.split("/")[0]} if reqs else {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: ids_file not found; check the path") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a frozen request list ({e}); expected JSON {{requests: [{{id, sha256}}]}}"
+                        ) from None
+    by_id = {r.id: r for r in reqs}
+    missing = [i for i in listed if i not in by_id]
+    changed = [i for i in listed if i in by_id and text_sha256(by_id[i].text) != listed[i]]
+    if missing or changed:
+        bad = (missing or changed)[0]
+        raise UserError(f"source {name}: {len(missing)} frozen request(s) missing and {len(changed)} changed in the "
+                        f"data (first: {bad}) against {path.name}; use the data version it was frozen on")
+    return [r for r in reqs if r.id in listed]
+
+
 def xstest_path(data_root: Path | None, path: str | None = None, source: str = "xstest") -> Path:
     """The file the safe prompts come from: `path`, the bundled demo_safe set, or XSTest in the data dir."""
-    if path or source == "demo_safe":
-        return resolve(path or BUNDLED["demo_safe"])
+    if path or source in BUNDLED_SAFE:
+        return resolve(path or BUNDLED[source])
     if data_root is None:
         raise UserError("xstest: no path and no data directory; set xstest.path, --data-dir, "
                         "or xstest.source=demo_safe for the bundled safe prompts")
@@ -135,14 +170,14 @@ def load_xstest(data_root: Path | None, path: str | None = None, hub: str | None
                 label: str = "safe", source: str = "xstest") -> list[Request]:
     """XSTest prompts of one label ('safe' prompts must be answered; refusing them is over-refusal), or with
     source='demo_safe' the bundled XSTest-style safe prompts (JSONL: id, text, type; all safe)."""
-    if source not in ("xstest", "demo_safe"):
-        raise UserError(f"xstest.source: '{source}' unknown; use xstest or demo_safe")
-    if source == "demo_safe":
+    if source not in ("xstest", *BUNDLED_SAFE):
+        raise UserError(f"xstest.source: '{source}' unknown; use xstest, demo_safe or safe_medical")
+    if source in BUNDLED_SAFE:
         if hub:
-            raise UserError("xstest: source demo_safe ships with aloekit; drop xstest.hub")
+            raise UserError(f"xstest: source {source} ships with aloekit; drop xstest.hub")
         if label != "safe":
-            raise UserError(f"xstest: demo_safe has safe prompts only, not '{label}'")
-        return R.read_demo_safe(xstest_path(data_root, path, source))
+            raise UserError(f"xstest: {source} has safe prompts only, not '{label}'")
+        return R.read_demo_safe(xstest_path(data_root, path, source), source)
     if hub:
         default_id, _, default_split, _, _ = HUB_DEFAULTS["xstest"]
         return R.hub_xstest(hub, default_split if hub == default_id else "train", label)
