@@ -13,6 +13,9 @@ from .. import console as con
 
 MODEL_HELP = "Registry name, hub id or HF folder."
 SYSTEM_HELP = "System prompt: a registered name (aloe_medical), the prompt's text, or 'none'."
+STOP_RISK_HELP = ("Opt-in risky early stop (sc-cot, medprompt): stop a question once the estimated chance that its "
+                  "remaining members overturn the current winner is at most this (e.g. 0.05; a Polya-urn model of "
+                  "the votes, docs/medprompt.md). Default: the exact rule, which never changes the answer.")
 
 
 def _system_prompt(value: str | None) -> str | None:
@@ -80,6 +83,7 @@ def register(app: typer.Typer) -> None:
         shots: Optional[int] = typer.Option(None, "--shots"),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Chain-of-thought cap."),
         no_adaptive: bool = typer.Option(False, "--no-adaptive", help="Run every member (no early stop)."),
+        stop_risk: Optional[float] = typer.Option(None, "--stop-risk", help=STOP_RISK_HELP),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
         hub: bool = typer.Option(False, "--hub"),
@@ -99,6 +103,7 @@ def register(app: typer.Typer) -> None:
             "db": str(db) if db else None, "params.rag.index": str(index) if index else None,
             "limit": limit, "params.members": members, "params.shots": shots,
             "params.max_new_tokens": max_new_tokens, "params.adaptive": False if no_adaptive else None,
+            "params.stop_risk": stop_risk,
             "output": str(output) if output else None, "data_dir": str(data_dir) if data_dir else None,
             "hub": hub or None, "model.backend": backend, "model.batch_size": batch_size, "seed": seed}))
         if _system_prompt(system_prompt) is not None:
@@ -119,6 +124,7 @@ def register(app: typer.Typer) -> None:
         k: Optional[int] = typer.Option(None, "-k", "--k", help="Passages retrieved (rag strategies)."),
         members: Optional[int] = typer.Option(None, "--members"),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+        stop_risk: Optional[float] = typer.Option(None, "--stop-risk", help=STOP_RISK_HELP),
         backend: Optional[str] = typer.Option(None, "--backend", "-b"),
         seed: int = typer.Option(0, "--seed"),
         system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help=SYSTEM_HELP),
@@ -134,6 +140,7 @@ def register(app: typer.Typer) -> None:
         from .pools import read_questions
         cfg = load_config(StrategyConfig, None, _overrides(sets, {
             "strategy": strategy, "members": members, "max_new_tokens": max_new_tokens, "seed": seed,
+            "stop_risk": stop_risk,
             "rag.index": str(index) if index else None, "rag.k": k}))
         if _system_prompt(system_prompt) is not None:
             cfg.system = system_prompt
@@ -162,9 +169,11 @@ def register(app: typer.Typer) -> None:
         for d, r in zip(docs, res):
             row = {"question": d.question, "options": d.options, "answer": r["pred"],
                    "answer_text": d.options["ABCDEFGHIJ".index(r["pred"])] if r["pred"] else None,
-                   "votes": r["votes"], "members": r["members"], "chains": r["chains"],
+                   "votes": r["votes"], "members": r["members"], "stop_rule": r["stop_rule"], "chains": r["chains"],
                    "prompt_tokens": r["prompt_tokens"], "generated_tokens": r["generated_tokens"],
                    "seconds": r["seconds"], "system_prompt": system_prompt_label(cfg.system)}
+            if "stop_risk" in r:
+                row["stop_risk"] = r["stop_risk"]
             if "passages" in r:
                 row["sources"] = r["passages"]
                 row["leaks_removed"] = r["leaks_removed"]

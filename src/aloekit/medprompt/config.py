@@ -52,6 +52,12 @@ class StrategyConfig(StrictModel):
                                 "scoring: a model that does not follow the format still answers). Chains of thought "
                                 "always generate")
     adaptive: bool = Field(True, description="stop sampling members once the vote is settled")
+    stop_risk: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="opt-in risky adaptive stop: stop a question once the probability that its remaining members "
+                    "overturn the current winner is at most this (vote.overturn_risk: a Polya-urn / Dirichlet "
+                    "model of the members' answers, docs/medprompt.md). None (default): the exact rule, which "
+                    "never changes the full ensemble's answer; 0 is the same as the exact rule")
     shuffle: bool = Field(True, description="medprompt: each member sees a different order of the options")
     batch_prompts: int = Field(64, ge=1, description="prompts handed to the backend per call (across questions)")
     leak_threshold: float = Field(0.95, gt=0.0, le=1.0,
@@ -64,6 +70,19 @@ class StrategyConfig(StrictModel):
     seed: int = 0
 
     _one_system_key = model_validator(mode="before")(classmethod(one_system_key))
+
+    @model_validator(mode="after")
+    def _check_stop(self):
+        if self.stop_risk is not None and not self.adaptive:
+            raise ValueError("stop_risk is a rule for adaptive stopping: it needs adaptive=true")
+        return self
+
+    @property
+    def stop_rule(self) -> str:
+        """How an ensemble stops: 'all members' (adaptive off), 'exact', or 'risk<=δ'."""
+        if not self.adaptive:
+            return "all members"
+        return "exact" if self.stop_risk is None else f"risk<={self.stop_risk:g}"
 
     @property
     def uses_rag(self) -> bool:

@@ -6,7 +6,10 @@ How an ensemble runs (sc-cot, medprompt) — compute-aware by construction:
   settle its vote (`vote.members_needed`). After each round a question whose leader can no longer be overtaken
   by the members left is closed (`vote.decided`), also when they could only tie it and the vote's seeded tie
   rule would give that tie to the leader: its winner is the full ensemble's winner (tested exhaustively), so the
-  early stop never changes an answer.
+  early stop never changes an answer. Opt-in (`stop_risk` = δ): a question also closes once the chance that
+  its remaining members overturn the current winner, under the Pólya-urn model of `vote.overturn_risk`, is at most
+  δ; rounds are then the fewest members that could bring it there. That rule may change answers (measured in
+  benchmarks/medprompt_speed.py); each result records the rule and the estimated risk it stopped at.
 - a round is batched across questions: all its prompts go to the backend together, in chunks. Each member samples
   from its own seed (config seed + question + member index), so its chain does not depend on the round, the chunk
   or the batch it ran in: an adaptive run gets exactly the answers a full run gets from the members it runs.
@@ -162,7 +165,7 @@ def member_seed(cfg: StrategyConfig, doc: Doc, member: int) -> int:
     return V.seeded_rng(cfg.seed, "member", doc.doc_id, doc.question).getrandbits(40) + member
 
 
-def _tie_rng(cfg: StrategyConfig, doc: Doc):
+def tie_rng(cfg: StrategyConfig, doc: Doc):
     """The tie rule's rng, fresh on each call: the final vote and the adaptive stop consult the same rule."""
     return lambda: V.seeded_rng(cfg.seed, "tie", doc.doc_id, doc.question)
 
@@ -195,8 +198,9 @@ def evaluate(backend, docs: Sequence[Doc], cfg: StrategyConfig, db=None, desc: s
              evaluating: bool = True) -> list[dict]:
     """Answer every doc with `cfg.strategy`; one result dict per doc, in input order:
 
-    {doc_id, gold, pred, correct, votes {letter: n}, members, members_max, chains [...], shots [...],
-     prompt_tokens, generated_tokens, seconds} (+ passages [...], leaks_removed with a corpus index). `gold` is
+    {doc_id, gold, pred, correct, votes {letter: n}, members, members_max, stop_rule, chains [...], shots [...],
+     prompt_tokens, generated_tokens, seconds} (+ passages [...], leaks_removed with a corpus index; + stop_risk,
+     the estimated overturn risk at the stop, with `cfg.stop_risk`). `gold` is
     None where unknown (aloekit infer). `index`: a retrieval.CorpusIndex for the rag strategies; `evaluating`:
     whether the docs are a benchmark's (the leakage guard's default)."""
     if cfg.strategy == "sc-cot" and cfg.members > 1 and cfg.temperature <= 0:
@@ -211,8 +215,8 @@ def evaluate(backend, docs: Sequence[Doc], cfg: StrategyConfig, db=None, desc: s
             plan = []
             for i in open_:
                 q = qs[i]
-                m = (V.members_needed(q.answers, K, len(q.doc.options), _tie_rng(cfg, q.doc)) if cfg.adaptive
-                     else K - len(q.answers))
+                m = (V.members_needed(q.answers, K, len(q.doc.options), tie_rng(cfg, q.doc), cfg.stop_risk)
+                     if cfg.adaptive else K - len(q.answers))
                 plan.append((i, len(q.answers), m))
             if cfg.answer == "letter" and not cfg.chain_of_thought:
                 _letter_round(backend, qs, plan, cfg)
@@ -223,8 +227,8 @@ def evaluate(backend, docs: Sequence[Doc], cfg: StrategyConfig, db=None, desc: s
             for i in open_:
                 q = qs[i]
                 q.rounds += 1
-                if len(q.answers) < K and not (cfg.adaptive and
-                                               V.decided(q.answers, K, len(q.doc.options), _tie_rng(cfg, q.doc))):
+                if len(q.answers) < K and not (cfg.adaptive and V.decided(q.answers, K, len(q.doc.options),
+                                                                          tie_rng(cfg, q.doc), cfg.stop_risk)):
                     still.append(i)
                 else:
                     bar.advance(1)
@@ -291,7 +295,7 @@ def _letter_round(backend, qs: list[_Question], plan, cfg: StrategyConfig) -> No
 
 def _result(q: _Question, cfg: StrategyConfig) -> dict[str, Any]:
     d = q.doc
-    pred, votes = V.vote(q.answers, len(d.options), _tie_rng(cfg, d)())
+    pred, votes = V.vote(q.answers, len(d.options), tie_rng(cfg, d)())
     shots = []
     for s in q.shots:
         e = _example(s)
@@ -304,6 +308,7 @@ def _result(q: _Question, cfg: StrategyConfig) -> dict[str, Any]:
         "votes": {LETTERS[o]: c for o, c in votes.items()},
         "members": len(q.answers),
         "members_max": cfg.n_members,
+        "stop_rule": cfg.stop_rule if cfg.n_members > 1 else "single",
         "rounds": q.rounds,
         "prompt_tokens": q.prompt_tokens,
         "generated_tokens": q.generated_tokens,
@@ -311,6 +316,8 @@ def _result(q: _Question, cfg: StrategyConfig) -> dict[str, Any]:
         "shots": shots,
         "chains": q.chains,
     }
+    if cfg.stop_risk is not None and cfg.n_members > 1:
+        out["stop_risk"] = round(float(V.overturn_risk(q.answers, cfg.n_members, len(d.options), tie_rng(cfg, d))), 6)
     if cfg.uses_rag:
         out["passages"] = [{"n": i, "doc_id": p.chunk.get("doc_id"), "title": p.chunk.get("title", ""),
                             "source": p.chunk.get("source", ""), "url": p.chunk.get("url", ""),
@@ -331,6 +338,9 @@ def summarize(results: Sequence[dict]) -> dict[str, Any]:
         rag = {"passages_per_question": round(sum(len(r.get("passages", [])) for r in results) / n, 2),
                "leaks_removed": sum(r.get("leaks_removed", 0) for r in results),
                "questions_with_leaks": sum(bool(r.get("leaks_removed")) for r in results)}
+    risk = {}
+    if any("stop_risk" in r for r in results):  # the model's estimate: its mean is the expected share of changed answers
+        risk = {"mean_stop_risk": round(sum(r.get("stop_risk", 0.0) for r in results) / n, 4)}
     return {
         "n": n,
         "accuracy": round(sum(r["correct"] for r in results) / n, 4),
@@ -340,5 +350,7 @@ def summarize(results: Sequence[dict]) -> dict[str, Any]:
         "generated_tokens_per_question": round(tot("generated_tokens") / n, 1),
         "seconds_per_question": round(tot("seconds") / n, 3),
         "early_stopped": sum(r["members"] < r["members_max"] for r in results),
+        "stop_rule": results[0].get("stop_rule", "exact"),
+        **risk,
         **rag,
     }

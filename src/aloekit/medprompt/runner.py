@@ -66,12 +66,12 @@ def run_strategy(backend, docs, p: StrategyConfig, db, task: str, index=None) ->
 
 
 def markdown(task: str, summaries: dict[str, dict], system_prompt: str = "none") -> str:
-    lines = ["| strategy | n | accuracy | generated tok/q | prompt tok/q | members/q | s/q |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | n | accuracy | generated tok/q | prompt tok/q | members/q | stop rule | s/q |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         lines.append(f"| {name} | {s['n']} | {100 * s['accuracy']:.1f} | {s['generated_tokens_per_question']} | "
                      f"{s['prompt_tokens_per_question']} | {s['members_per_question']} | "
-                     f"{s['seconds_per_question']} |")
+                     f"{s.get('stop_rule', '')} | {s['seconds_per_question']} |")
     return f"## {task}\n\nSystem prompt: {system_prompt}\n\n" + "\n".join(lines) + "\n"
 
 
@@ -127,11 +127,15 @@ def index_record(index) -> dict[str, Any] | None:
 
 
 def strategy_metrics(summaries: dict[str, dict]) -> dict[str, float]:
-    """The run's metrics map: each strategy's accuracy and generated tokens per question."""
+    """The run's metrics map (numbers): each strategy's accuracy, generated tokens and members per question, and
+    with the risky stop the mean estimated overturn risk at the stop."""
     m = {}
     for s, v in summaries.items():
         m[f"{s}.accuracy"] = v["accuracy"]
         m[f"{s}.generated_tokens_per_question"] = v["generated_tokens_per_question"]
+        m[f"{s}.members_per_question"] = v["members_per_question"]
+        if "mean_stop_risk" in v:  # the risky stop (params.stop_risk): its rule's δ is in results.json's params
+            m[f"{s}.mean_stop_risk"] = v["mean_stop_risk"]
     return m
 
 
