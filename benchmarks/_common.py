@@ -40,3 +40,14 @@ def write(name: str, payload: dict, markdown: str) -> None:
                                           + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
+
+
+def spread(xs: list[float], nd: int = 2) -> dict:
+    """Median and min-max of repeated runs: the shape every timing in a results file takes."""
+    import statistics
+    return {"median": round(statistics.median(xs), nd), "min": round(min(xs), nd), "max": round(max(xs), nd),
+            "runs": [round(x, nd) for x in xs]}
+
+
+def fmt(s: dict, unit: str = "") -> str:
+    return f"{s['median']}{unit} ({s['min']}–{s['max']})"

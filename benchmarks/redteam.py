@@ -2,8 +2,9 @@
 
 1. The demo red team (configs/redteam_demo.yaml): ASR overall / per source / per family, XSTest over-refusal,
    MedSafetyBench refusal rate. Resumes from the run dir if it was already (partly) run.
-2. Throughput, in the same process on the same backend: our batched generation + judging vs the naive loop most
-   red-team scripts use (one prompt -> generate -> judge, then the next). Reports attempts/s and the ratio.
+2. Throughput, in the same process and dtype: our batched generation + judging vs transformers generate() on
+   batches of the same size (the loop a user writes with transformers), and one prompt at a time (what most
+   red-team scripts do), paired runs. Reports attempts/s and the ratios.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/redteam.py [--speed-n 16] [--speed-tokens 64] [--skip-run]
 """
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, data_dir, write  # noqa: E402
+from _common import REPO, data_dir, fmt, spread, write  # noqa: E402
 
 
 def pct(x):
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--output", default=str(REPO / "runs" / "redteam_demo"))
     ap.add_argument("--speed-n", type=int, default=16, help="attempts timed each way")
     ap.add_argument("--speed-tokens", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=3, help="paired throughput runs")
     ap.add_argument("--skip-run", action="store_true", help="only the throughput comparison")
     ap.add_argument("--resume", action="store_true", help="reuse generations already in the run dir "
                     "(default: start fresh, so the timings are real)")
@@ -71,27 +73,55 @@ def main() -> None:
     scfg.sampling.max_new_tokens = args.speed_tokens
     judge = MarkerJudge()
 
-    t = time.perf_counter()
-    batched = generate_all(backend, prompts, scfg, store=None, desc="batched")
-    labels_b = [judge.refusal(g["response"], p) for g, p in zip(batched, prompts)]
-    t_batched = time.perf_counter() - t
+    import torch
+    from generation import Peer
 
-    t = time.perf_counter()
-    naive, labels_n = [], []
-    for p in prompts:  # what a typical red-team loop does
-        out = backend.generate([_chat(p, scfg.system)], scfg.sampling)[0][0]
-        naive.append(out.text.strip())
-        labels_n.append(judge.refusal(out.text.strip(), p))
-    t_naive = time.perf_counter() - t
-    same_text = sum(a["response"] == b for a, b in zip(batched, naive)) / len(prompts)
-    same_label = sum(a == b for a, b in zip(labels_b, labels_n)) / len(prompts)
-    payload["throughput"] = {
-        "attempts": len(prompts), "max_new_tokens": args.speed_tokens, "batch_size": cfg.model.batch_size,
-        "ours_attempts_per_s": round(len(prompts) / t_batched, 3), "naive_attempts_per_s": round(len(prompts) / t_naive, 3),
-        "ours_s": round(t_batched, 2), "naive_s": round(t_naive, 2), "speedup": round(t_naive / t_batched, 2),
-        "identical_outputs": round(same_text, 3), "identical_judgements": round(same_label, 3),
-        "generated_tokens_ours": sum(g["completion_tokens"] for g in batched), "requests_sample": len(set(requests)),
-        "torch_threads": __import__("torch").get_num_threads()}
+    from aloekit import models
+    from aloekit.prompts import resolve_system_prompt
+    system = resolve_system_prompt(scfg.system, "system")
+    chats = [_chat(p, system) for p in prompts]
+    peer = Peer(models.prepare(cfg.model.name), str(backend.dtype).removeprefix("torch."))
+    bs = cfg.model.batch_size
+    peer.run(chats[:2], 4, 2)  # warm-up
+
+    def ours() -> tuple[float, list[str], list]:
+        t = time.perf_counter()
+        out = generate_all(backend, prompts, scfg, store=None, desc="batched")
+        texts = [g["response"] for g in out]
+        labels = [judge.refusal(x, p) for x, p in zip(texts, prompts)]
+        return time.perf_counter() - t, texts, labels
+
+    def transformers_batched() -> tuple[float, list[str], list]:
+        # the loop a user writes with transformers: batches of the same size in file order, generate(), judge
+        t = time.perf_counter()
+        texts = [x.strip() for x in peer.run(chats, args.speed_tokens, bs)["texts"]]
+        labels = [judge.refusal(x, p) for x, p in zip(texts, prompts)]
+        return time.perf_counter() - t, texts, labels
+
+    def one_at_a_time() -> tuple[float, list[str], list]:
+        t = time.perf_counter()
+        texts = [x.strip() for x in peer.run(chats, args.speed_tokens, 1)["texts"]]
+        labels = [judge.refusal(x, p) for x, p in zip(texts, prompts)]
+        return time.perf_counter() - t, texts, labels
+
+    runs: dict[str, list] = {"ours": [], "peer": [], "one_at_a_time": []}
+    for _ in range(args.runs):
+        runs["ours"].append(ours())
+        runs["peer"].append(transformers_batched())
+        runs["one_at_a_time"].append(one_at_a_time())
+    n = len(prompts)
+    o_texts, o_labels = runs["ours"][0][1:]
+    th = {"attempts": n, "max_new_tokens": args.speed_tokens, "batch_size": bs, "runs": args.runs,
+          "peer": f"transformers generate(), batches of {bs} in file order, same dtype, marker judge",
+          "requests_sample": len(set(requests)),
+          "torch_threads": torch.get_num_threads()}
+    for k, rs in runs.items():
+        th[k] = {"attempts_per_s": spread([n / r[0] for r in rs], 3), "seconds": spread([r[0] for r in rs]),
+                 "identical_outputs": round(sum(a == b for a, b in zip(o_texts, rs[0][1])) / n, 3),
+                 "identical_judgements": round(sum(a == b for a, b in zip(o_labels, rs[0][2])) / n, 3)}
+    th["speedup_vs_peer"] = spread([p[0] / o[0] for o, p in zip(runs["ours"], runs["peer"])])
+    th["speedup_vs_one_at_a_time"] = spread([p[0] / o[0] for o, p in zip(runs["ours"], runs["one_at_a_time"])])
+    payload["throughput"] = th
 
     th = payload["throughput"]
     md = [f"# Red-team benchmark: {cfg.model.name} ({payload['dtype']}, CPU)", ""]
@@ -124,16 +154,20 @@ def main() -> None:
         md += ["", "| attack family | n | ASR |", "|---|---:|---:|"]
         md += [f"| {k} | {v['n']} | {pct(v['rate'])} |" for k, v in r["per_family"].items()]
         md += [""]
-    md += ["## Throughput: batched vs one-at-a-time", "",
-           f"{th['attempts']} attempts, {th['max_new_tokens']} new tokens, same backend and process, marker judge; "
-           f"torch threads {th['torch_threads']} (run with OMP_NUM_THREADS=1: on this shared 2-core machine two "
-           "spinning threads per process ran ~10x slower).",
-           "", "| | attempts/s | seconds |", "|---|---:|---:|",
-           f"| aloekit (length-sorted batches of {th['batch_size']}) | {th['ours_attempts_per_s']} | {th['ours_s']} |",
-           f"| naive loop (one prompt at a time) | {th['naive_attempts_per_s']} | {th['naive_s']} |",
-           f"| **speedup** | **{th['speedup']}x** | |", "",
-           f"Identical greedy outputs: {pct(th['identical_outputs'])}; identical judgements: "
-           f"{pct(th['identical_judgements'])} (bf16 batched vs unbatched kernels can differ in late tokens)."]
+    md += ["## Throughput", "",
+           f"{th['attempts']} attempts, {th['max_new_tokens']} new tokens, same dtype and process, marker judge; "
+           f"torch threads {th['torch_threads']}; {th['runs']} paired runs (ours, peer, one-at-a-time, ...): "
+           "median (min–max). Peer: transformers `generate()` on batches of the same size in file order, the "
+           "loop a user writes; one-at-a-time: the same with batch 1, as most red-team scripts do.",
+           "", "| | attempts/s | seconds | identical outputs / judgements vs ours |", "|---|---:|---:|---:|"]
+    for k, label in (("ours", f"aloekit (length-sorted batches of {th['batch_size']})"),
+                     ("peer", f"transformers generate(), batch {th['batch_size']}"),
+                     ("one_at_a_time", "transformers generate(), one prompt at a time")):
+        md.append(f"| {label} | {fmt(th[k]['attempts_per_s'])} | {fmt(th[k]['seconds'])} | "
+                  f"{pct(th[k]['identical_outputs'])} / {pct(th[k]['identical_judgements'])} |")
+    md += ["", f"Speedup vs the batched peer: **{fmt(th['speedup_vs_peer'], 'x')}**; vs one at a time: "
+           f"{fmt(th['speedup_vs_one_at_a_time'], 'x')}. Outputs differ where bf16 rounding of another batch "
+           "shape changes a near-tie; judgements are what the ASR counts."]
     write("redteam", payload, "\n".join(md))
 
 
