@@ -43,15 +43,9 @@ test: $(VENV)/.dev
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# Every benchmarks/*.py with its default arguments, except helpers (_*.py) and the two that need a previous run's
-# output as an argument: demo_safety_dev.py (a demo run folder) and medprompt_speed.py (--db, an example database
-# such as medprompt_real.py builds). GPU plumbing lives in scripts/gpu/ (scripts/gpu/README.md), outside this loop.
-BENCH_NEEDS_ARGS := demo_safety_dev.py medprompt_speed.py
-BENCHES = $(filter-out _% check.py $(BENCH_NEEDS_ARGS),$(sort $(notdir $(wildcard benchmarks/*.py))))
-
+# every table of the README's "Current results" with the README's commands (benchmarks/all.sh: about 10 hours)
 bench: $(VENV)/.dev
-	cd benchmarks && for b in $(BENCHES); do ../$(BIN)/python $$b || exit 1; done
-	$(BIN)/python benchmarks/check.py
+	sh benchmarks/all.sh
 
 # results measured at a commit older than the last change to the code they measure (benchmarks/check.py)
 bench-check:

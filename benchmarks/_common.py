@@ -36,8 +36,10 @@ def git_sha() -> str:
 
 def write(name: str, payload: dict, markdown: str) -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "git": git_sha(), **payload}, indent=2)
-                                          + "\n")
+    import sys
+    # the command line that made the file, so that it can be reproduced as it was
+    head = {"machine": machine(), "git": git_sha(), "argv": [Path(sys.argv[0]).name, *sys.argv[1:]]}
+    (RESULTS / f"{name}.json").write_text(json.dumps({**head, **payload}, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
 

@@ -56,3 +56,11 @@ def test_every_results_file_says_what_it_measures():
     for script, paths in MEASURES.values():
         assert (results.parent / script).resolve().exists(), script
         assert all((root / p).exists() for p in paths), paths
+
+
+def test_make_bench_runs_every_benchmark_script():
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    listed = (bench / "all.sh").read_text()
+    scripts = {p.name for p in bench.glob("*.py") if not p.name.startswith("_")}
+    missing = sorted(s for s in scripts if f" {s}" not in listed)
+    assert not missing, f"add to benchmarks/all.sh (make bench): {missing}"
