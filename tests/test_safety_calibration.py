@@ -81,3 +81,20 @@ def test_marker_judge_does_not_give_one_label_to_everything(rows):
     judge = MarkerJudge()
     labels = Counter(judge.refusal(r["response"]) for r in rows)
     assert len(labels) >= 2, labels
+
+
+def test_holdout_sample_labels_both_models_on_frozen_requests():
+    """The hand-labelled sample of the held-out split (benchmarks/safety_holdout.py): 50 (request, attack) pairs, each
+    with the base and the safety-DPO model's answer, on requests the frozen split lists with the same hash."""
+    sample = [json.loads(line) for line in (FILE.parent / "holdout_sample.jsonl").read_text(encoding="utf-8")
+              .splitlines() if line.strip()]
+    frozen = json.loads((REPO / "src" / "aloekit" / "resources" / "safety_holdout" / "requests.json").read_text())
+    listed = {r["id"]: r["sha256"] for r in frozen["requests"]}
+    pairs = Counter((r["source"], r["attack"]) for r in sample)
+    assert len(pairs) == 50 and set(pairs.values()) == {2}
+    assert Counter(r["model"] for r in sample) == {"base": 50, "safety_dpo": 50}
+    assert len({r["id"] for r in sample}) == len(sample)
+    for r in sample:
+        assert listed.get(r["source"]) == r["request_sha256"], r["id"]
+        assert r["label"] in S.LABELS and r["why"].strip() and r["response"].strip(), r["id"]
+        assert "request" not in r and "prompt" not in r, r["id"]
