@@ -5,9 +5,11 @@
     python benchmarks/recipe_demo.py --runs 1 --cpu-capability avx2   # another CPU's bf16 kernels
     python benchmarks/recipe_demo.py --kill               # kill -9 in sft and eval:sft, resume, compare
 
-Each run: `git clone` of HEAD into a temporary folder, a new empty ALOEKIT_HOME (so the GGUF conversion is
-timed too), then `aloekit run configs/demo.yaml` there with this venv's packages (the install is excluded, as
-the goal says) and the clone's own source first on PYTHONPATH. Wall time is the command's, start to exit.
+Each run: `git clone` of HEAD into a temporary folder, `make install` there (a new .venv, timed on its own as
+install_s; pip's download cache is the machine's, as a user's would be), a new empty ALOEKIT_HOME (so the GGUF
+conversion is timed too), then `aloekit run configs/demo.yaml` with the clone's own venv. Wall time is the demo
+command's, start to exit; the goal is on that, install excluded. `--reuse-venv` skips the install and runs the
+clone's source with this venv's packages (faster, for repeated checks; the results say which).
 `--cpu-capability avx2` sets ATEN_CPU_CAPABILITY so torch runs its AVX2 kernels instead of AVX-512: greedy bf16
 text differs between the two (measured: 47 of 64 answers), which is what another machine of this kind may do.
 
@@ -50,27 +52,46 @@ def fresh_clone(where: Path) -> Path:
     return where
 
 
-def env_for(clone: Path, home: Path, data: str | None, capability: str | None) -> dict:
-    env = dict(os.environ, ALOEKIT_HOME=str(home), PYTHONPATH=str(clone / "src"))
+def fresh_venv(clone: Path) -> float:
+    """`make install` in the clone, as the README's first command does; returns its wall seconds."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    t = time.time()
+    r = subprocess.run(["make", "install"], cwd=clone, env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"make install failed in the fresh clone: {r.stderr.strip()[-2000:]}")
+    return round(time.time() - t, 1)
+
+
+def env_for(clone: Path, home: Path, data: str | None, capability: str | None, own_venv: bool = False) -> dict:
+    env = dict(os.environ, ALOEKIT_HOME=str(home))
+    env.pop("VIRTUAL_ENV", None)
+    if own_venv:
+        env.pop("PYTHONPATH", None)   # the clone's venv has the clone installed (editable)
+    else:
+        env["PYTHONPATH"] = str(clone / "src")
     env["ALOEKIT_DATA_DIR"] = data if data else str(clone / "no-shared-data")
     if capability:
         env["ATEN_CPU_CAPABILITY"] = capability
     return env
 
 
-def run_once(data: str | None, capability: str | None, keep: Path | None) -> dict:
+def run_once(data: str | None, capability: str | None, keep: Path | None, new_venv: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="aloekit-demo-") as tmp:
         clone = fresh_clone(Path(tmp) / "aloekit")
-        env = env_for(clone, Path(tmp) / "home", data, capability)
+        install_s = fresh_venv(clone) if new_venv else None
+        python = str(clone / ".venv" / "bin" / "python") if new_venv else sys.executable
+        env = env_for(clone, Path(tmp) / "home", data, capability, own_venv=new_venv)
         load_before = os.getloadavg()
         t = time.time()
-        r = subprocess.run([sys.executable, "-m", "aloekit.cli", "-q", "run", "configs/demo.yaml"], cwd=clone,
+        r = subprocess.run([python, "-m", "aloekit.cli", "-q", "run", "configs/demo.yaml"], cwd=clone,
                            env=env, capture_output=True, text=True)
         wall = time.time() - t
         out = clone / "runs" / "demo"
         m = load(out)
         res = {"returncode": r.returncode, "last_line": (r.stderr.strip().splitlines() or [""])[-1],
                "status": m["status"], "wall_s": round(wall, 1), "data_dir": m["data_dir"],
+               "venv": "new (make install in the clone)" if new_venv else "reused (this venv, clone source)",
+               "install_s": install_s,
                "loadavg_before": [round(x, 2) for x in load_before],
                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                "stages": [{k: s[k] for k in ("name", "kind", "status", "seconds")} for s in m["stages"]],
@@ -133,15 +154,19 @@ def config_name(no_data: bool, capability: str | None) -> str:
 
 def markdown(res: dict) -> str:
     lines = ["# Demo recipe (`aloekit run configs/demo.yaml`) on the default model", "",
-             f"Fresh `git clone` of the commit below per run, new empty `ALOEKIT_HOME` (GGUF conversion included), "
-             f"install excluded; 2 CPU cores. Goal: each run <= {GOAL_S // 60} min, exit 0, the same gate decisions "
+             f"Fresh `git clone` of the commit below per run, a new venv (`make install`, timed apart) unless "
+             f"marked reused, new empty `ALOEKIT_HOME` (GGUF conversion included), new run folder; 2 CPU cores; the "
+             f"goal is on the demo command, install excluded. Goal: each run <= {GOAL_S // 60} min, exit 0, the same gate decisions "
              "every time. `python benchmarks/recipe_demo.py` (options in its docstring).", ""]
     for name, c in res["configs"].items():
         runs = c["runs"]
         walls = [r["wall_s"] for r in runs]
         decisions = [[g["decision"] for g in r["gates"]] for r in runs]
         lines += [f"## {name}", "",
-                  f"git {c['git']}, {c['date']}; data dir: {runs[0]['data_dir'] or 'none'}.", "",
+                  f"git {c['git']}, {c['date']}; data dir: {runs[0]['data_dir'] or 'none'}; venv: "
+                  f"{runs[0].get('venv', 'reused (this venv, clone source)')}"
+                  + (f"; `make install` {', '.join(str(r['install_s']) for r in runs)} s" if runs[0].get('install_s')
+                     else "") + ".", "",
                   f"**{len(runs)} run(s): wall {', '.join(f'{w / 60:.1f}' for w in walls)} min** (median "
                   f"{statistics.median(walls) / 60:.1f}, goal <= {GOAL_S // 60}: "
                   f"{'met' if all(w <= GOAL_S for w in walls) else 'NOT met'}); exit codes "
@@ -186,6 +211,8 @@ def main() -> None:
     ap.add_argument("--cpu-capability", choices=["avx2", "avx512", "default"], default=None)
     ap.add_argument("--kill", action="store_true", help="only the kill -9 + resume check")
     ap.add_argument("--keep", type=Path, help="copy the last run's folder here (no weights)")
+    ap.add_argument("--reuse-venv", action="store_true",
+                    help="skip `make install` in the clone: run its source with this venv's packages")
     args = ap.parse_args()
     previous = json.loads((RESULTS / "recipe_demo.json").read_text()) if (RESULTS / "recipe_demo.json").is_file() else {}
     res = {"configs": previous.get("configs", {}), "kill9": previous.get("kill9")}
@@ -195,7 +222,7 @@ def main() -> None:
         cap = None if args.cpu_capability in (None, "default") else args.cpu_capability
         runs = []
         for i in range(args.runs):
-            r = run_once(None if args.no_data else str(data_dir()), cap, args.keep)
+            r = run_once(None if args.no_data else str(data_dir()), cap, args.keep, new_venv=not args.reuse_venv)
             print(f"run {i + 1}: exit {r['returncode']}, {r['wall_s']:.0f} s, gates "
                   f"{[g['decision'] for g in r['gates']]}", flush=True)
             runs.append(r)
