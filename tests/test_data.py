@@ -187,6 +187,47 @@ def test_exact_and_near_dedup_within_and_across_sources():
     assert [r.id for r in kept2] == ["a1", "b2", "b3"]
 
 
+
+def test_dedup_keeps_what_a_plain_datasketch_loop_keeps():
+    """The fast path (one normalisation, shared permutations, update_batch, xxHash) must keep exactly the records a
+    plain per-record datasketch MinHash + MinHashLSH loop keeps, near-duplicates included."""
+    import random
+
+    from datasketch import MinHash, MinHashLSH
+    from xxhash import xxh32_intdigest
+
+    from aloekit.data.dedup import normalise
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(400)]
+    texts = []
+    for _ in range(300):
+        if texts and rng.random() < 0.4:  # an edited copy of an earlier text: a few words swapped
+            words = rng.choice(texts).split()
+            for _ in range(rng.randint(1, 4)):
+                words[rng.randrange(len(words))] = rng.choice(vocab)
+            texts.append(" ".join(words))
+        else:
+            texts.append(" ".join(rng.choice(vocab) for _ in range(rng.randint(8, 40))))
+    recs = [mcq(t, ["A", "B", "C", "D"], src="s", rid=f"r{i}") for i, t in enumerate(texts)]
+    cfg = DedupConfig(threshold=0.7)
+    kept, rep = dedup(recs, cfg)
+
+    lsh, seen, expect = MinHashLSH(threshold=0.7, num_perm=cfg.num_perm), set(), []
+    for i, r in enumerate(recs):
+        words = normalise(r.dedup_text()).split()
+        if " ".join(words) in seen:
+            continue
+        seen.add(" ".join(words))
+        m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=xxh32_intdigest)
+        for j in range(max(1, len(words) - cfg.shingle + 1)):
+            m.update(" ".join(words[j:j + cfg.shingle]).encode())
+        if not lsh.query(m):
+            lsh.insert(i, m)
+            expect.append(r.id)
+    assert [r.id for r in kept] == expect
+    assert rep["removed"]["near"]["s"] > 20  # the workload really has near-duplicates
+
+
 # ---------------------------------------------------------------- decontamination
 
 def test_ngram_index_uses_question_and_options():

@@ -54,11 +54,13 @@ def shingle_hash(b: bytes) -> int:
     return xxh32_intdigest(b)
 
 
-def shingles(text: str, n: int) -> list[bytes]:
-    words = normalise(text).split()
+def shingles(text: str, n: int, normalised: bool = False) -> set[bytes]:
+    """Word n-gram shingles of `text` (already `normalise`d if `normalised`). A set: MinHash takes a minimum, so
+    order does not matter and sorting would only cost time."""
+    words = (text if normalised else normalise(text)).split()
     if len(words) <= n:
-        return [" ".join(words).encode()] if words else []
-    return sorted({" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)})
+        return {" ".join(words).encode()} if words else set()
+    return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
 
 
 class NearDedup:
@@ -73,15 +75,15 @@ class NearDedup:
         self.perms, self.scheme = proto.permutations, proto.scheme
         self.n = 0
 
-    def minhash(self, text: str):
+    def minhash(self, text: str, normalised: bool = False):
         m = self._MinHash(num_perm=self.num_perm, seed=self.seed, permutations=self.perms,
                            scheme=self.scheme, hashfunc=shingle_hash)
-        m.update_batch(shingles(text, self.shingle))
+        m.update_batch(shingles(text, self.shingle, normalised))
         return m
 
-    def check_and_add(self, key: str, text: str) -> str | None:
+    def check_and_add(self, key, text: str, normalised: bool = False):
         """The key of an earlier near-duplicate, or None (and then `text` is indexed under `key`)."""
-        m = self.minhash(text)
+        m = self.minhash(text, normalised)
         hits = self.lsh.query(m)
         if hits:
             return min(hits)  # any hit drops the record; min() only makes the reported partner stable
@@ -90,8 +92,8 @@ class NearDedup:
         return None
 
 
-def exact_key(text: str) -> str:
-    return hashlib.sha1(normalise(text).encode()).hexdigest()
+def exact_key(text: str, normalised: bool = False) -> bytes:
+    return hashlib.sha1((text if normalised else normalise(text)).encode()).digest()
 
 
 def dedup(records: Sequence[Record], cfg: DedupConfig, text_of: Callable[[Record], str] = Record.dedup_text,
@@ -110,27 +112,26 @@ def dedup(records: Sequence[Record], cfg: DedupConfig, text_of: Callable[[Record
         return kept2, rep
     removed: dict[str, Counter] = {"exact": Counter(), "near": Counter()}
     cross: Counter = Counter()  # (removed source, kept source) pairs across sources
-    seen_exact: dict[str, str] = {}
+    seen_exact: dict[bytes, str] = {}
     near = NearDedup(cfg.threshold, cfg.num_perm, cfg.shingle, cfg.seed) if cfg.near else None
-    by_key: dict[str, str] = {}
+    by_key: dict[int, str] = {}
     kept = []
     for i, r in enumerate(records):
-        text = text_of(r)
+        text = normalise(text_of(r))  # once, for both the exact key and the shingles
         if cfg.exact:
-            k = exact_key(text)
+            k = exact_key(text, normalised=True)
             if k in seen_exact:
                 removed["exact"][r.source] += 1
                 cross[(r.source, seen_exact[k])] += seen_exact[k] != r.source
                 continue
             seen_exact[k] = r.source
         if near is not None:
-            key = f"{i}"
-            hit = near.check_and_add(key, text)
+            hit = near.check_and_add(i, text, normalised=True)
             if hit is not None:
                 removed["near"][r.source] += 1
                 cross[(r.source, by_key[hit])] += by_key[hit] != r.source
                 continue
-            by_key[key] = r.source
+            by_key[i] = r.source
         kept.append(r)
     report = {
         "removed": {k: dict(v) for k, v in removed.items()},
