@@ -35,7 +35,11 @@ MP="--work $WORK/medprompt_real --threads 1"
 step "$PY" medprompt_real.py --tasks pubmedqa --limit 40 --pool-limit 200 --name medprompt_real_pubmedqa $MP
 step "$PY" medprompt_real.py --tasks headqa --limit 100 --pool-limit 400 --name medprompt_real_headqa $MP
 step "$PY" medprompt_real.py --name medprompt_real --merge medprompt_real_pubmedqa medprompt_real_headqa
-step "$PY" medprompt_speed.py --db "$WORK/medprompt_real/db_headqa"
+# the README's Medprompt speed and stop-rule rows: a 64-question HEAD-QA train pool, 128-token chains, one retry at T 0.7
+step "$PY" -m aloekit.cli medprompt build-db --pool headqa --limit 64 --max-new-tokens 128 \
+    --set 'retry_temperatures=[0.0,0.7]' -o "$WORK/mp_db_headqa_64"
+step "$PY" medprompt_speed.py --db "$WORK/mp_db_headqa_64" --limit 30 --stop-risk ''
+step "$PY" medprompt_speed.py --db "$WORK/mp_db_headqa_64" --limit 0 --risk-mode replay --name medprompt_stop_risk
 step "$PY" rag.py --sizes 10000,100000
 step "$PY" serve.py
 step "$PY" check.py

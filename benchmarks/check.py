@@ -38,6 +38,7 @@ MEASURES: dict[str, tuple[str, list[str]]] = {
     "medprompt_real_pubmedqa": ("medprompt_real.py", ["src/aloekit/medprompt", "src/aloekit/retrieval", *BENCH,
                                                       *CORE]),
     "medprompt_speed": ("medprompt_speed.py", ["src/aloekit/medprompt", "src/aloekit/retrieval", *CORE]),
+    "medprompt_stop_risk": ("medprompt_speed.py", ["src/aloekit/medprompt", "src/aloekit/retrieval", *CORE]),
     "medprompt_speed_fp32": ("medprompt_speed.py", ["src/aloekit/medprompt", "src/aloekit/retrieval", *CORE]),
     "merge_memory": ("merge_memory.py", ["src/aloekit/merge"]),
     "merge_real": ("merge_real.py", ["src/aloekit/merge", "src/aloekit/train", *CORE]),
