@@ -187,7 +187,6 @@ def test_exact_and_near_dedup_within_and_across_sources():
     assert [r.id for r in kept2] == ["a1", "b2", "b3"]
 
 
-
 def test_dedup_keeps_what_a_plain_datasketch_loop_keeps():
     """The fast path (one normalisation, shared permutations, update_batch, xxHash) must keep exactly the records a
     plain per-record datasketch MinHash + MinHashLSH loop keeps, near-duplicates included."""

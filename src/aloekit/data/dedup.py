@@ -54,10 +54,10 @@ def shingle_hash(b: bytes) -> int:
     return xxh32_intdigest(b)
 
 
-def shingles(text: str, n: int, normalised: bool = False) -> set[bytes]:
-    """Word n-gram shingles of `text` (already `normalise`d if `normalised`). A set: MinHash takes a minimum, so
-    order does not matter and sorting would only cost time."""
-    words = (text if normalised else normalise(text)).split()
+def shingles(norm: str, n: int) -> set[bytes]:
+    """Word n-gram shingles of `normalise`d text. A set: MinHash takes a minimum, so order does not matter and
+    sorting would only cost time."""
+    words = norm.split()
     if len(words) <= n:
         return {" ".join(words).encode()} if words else set()
     return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
@@ -75,15 +75,16 @@ class NearDedup:
         self.perms, self.scheme = proto.permutations, proto.scheme
         self.n = 0
 
-    def minhash(self, text: str, normalised: bool = False):
+    def minhash(self, norm: str):
         m = self._MinHash(num_perm=self.num_perm, seed=self.seed, permutations=self.perms,
                            scheme=self.scheme, hashfunc=shingle_hash)
-        m.update_batch(shingles(text, self.shingle, normalised))
+        m.update_batch(shingles(norm, self.shingle))
         return m
 
-    def check_and_add(self, key, text: str, normalised: bool = False):
-        """The key of an earlier near-duplicate, or None (and then `text` is indexed under `key`)."""
-        m = self.minhash(text, normalised)
+    def check_and_add(self, key: int, norm: str) -> int | None:
+        """The key of an earlier near-duplicate of the `normalise`d text, or None (and then it is indexed under
+        `key`)."""
+        m = self.minhash(norm)
         hits = self.lsh.query(m)
         if hits:
             return min(hits)  # any hit drops the record; min() only makes the reported partner stable
@@ -92,8 +93,8 @@ class NearDedup:
         return None
 
 
-def exact_key(text: str, normalised: bool = False) -> bytes:
-    return hashlib.sha1((text if normalised else normalise(text)).encode()).digest()
+def exact_key(norm: str) -> bytes:
+    return hashlib.sha1(norm.encode()).digest()
 
 
 def dedup(records: Sequence[Record], cfg: DedupConfig, text_of: Callable[[Record], str] = Record.dedup_text,
@@ -117,16 +118,16 @@ def dedup(records: Sequence[Record], cfg: DedupConfig, text_of: Callable[[Record
     by_key: dict[int, str] = {}
     kept = []
     for i, r in enumerate(records):
-        text = normalise(text_of(r))  # once, for both the exact key and the shingles
+        norm = normalise(text_of(r))  # once, for both the exact key and the shingles
         if cfg.exact:
-            k = exact_key(text, normalised=True)
+            k = exact_key(norm)
             if k in seen_exact:
                 removed["exact"][r.source] += 1
                 cross[(r.source, seen_exact[k])] += seen_exact[k] != r.source
                 continue
             seen_exact[k] = r.source
         if near is not None:
-            hit = near.check_and_add(i, text, normalised=True)
+            hit = near.check_and_add(i, norm)
             if hit is not None:
                 removed["near"][r.source] += 1
                 cross[(r.source, by_key[hit])] += by_key[hit] != r.source
