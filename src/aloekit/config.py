@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from .errors import UserError
 from .io import read_text_utf8
@@ -38,15 +38,61 @@ class SamplingConfig(StrictModel):
     seeds: list[int] | None = None
 
 
+class VLLMSettings(StrictModel):
+    """Engine settings of the vllm backend (`model.vllm`), passed to `vllm.LLM`. A stage's GPUs are
+    tensor_parallel_size x pipeline_parallel_size x data_parallel_size; `aloekit run --dry-run` prints them with
+    the memory each GPU needs."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs each layer is split over (one engine)")
+    pipeline_parallel_size: int = Field(1, ge=1, description="GPUs the layers are spread over (one engine)")
+    # vLLM's own data_parallel_size is not usable from the offline LLM class (it refuses it, or hangs, outside
+    # an external launcher), so data parallelism here is N independent engines: see backends/vllm.py
+    data_parallel_size: int = Field(1, ge=1, description="independent engines, each on its own "
+                                                         "tensor x pipeline GPUs; the prompts are split among them")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="share of each GPU's memory the "
+                                          "engine takes for weights, activations and KV cache")
+    max_model_len: int | None = Field(None, ge=1, description="context length (prompt + generation); None: the "
+                                                              "model's own, whose KV cache may not fit")
+    enable_prefix_caching: bool = True
+    gpu_memory_gib: float | None = Field(None, gt=0.0, description="memory of one GPU, only for --dry-run's fit "
+                                                                   "check (None: an H100's 80 GiB)")
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+
 class ModelConfig(StrictModel):
     name: str = "smollm2-135m-instruct"
     backend: Literal["hf", "vllm", "llamacpp", "openai"] = "hf"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     device: str = "auto"
     batch_size: int = Field(8, ge=1)
+    # scoring: prepend the tokenizer's special tokens (BOS) as lm-eval's hf model does. None: the tokenizer's own
+    # default (Llama 3 adds BOS, SmolLM2 adds none), which is lm-eval's default too
+    add_bos_token: bool | None = None
     # openai backend only
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    # vllm backend only (None: VLLMSettings' defaults)
+    vllm: VLLMSettings | None = None
+
+    @model_validator(mode="after")
+    def _vllm_settings_need_vllm(self):
+        if self.vllm is not None and self.backend != "vllm":
+            raise ValueError(f"vllm: engine settings are for backend vllm, but backend is '{self.backend}'; "
+                             "set backend: vllm or remove vllm")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler):
+        # stage keys hash dumped configs: a config without vLLM settings or a BOS override dumps as it did before
+        # they existed, so finished run directories stay reusable
+        data = handler(self)
+        for key in ("vllm", "add_bos_token"):
+            if isinstance(data, dict) and key in data and data[key] is None:
+                del data[key]
+        return data
 
 
 class GenerateConfig(StrictModel):

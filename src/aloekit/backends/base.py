@@ -67,6 +67,40 @@ def split_context(context: str, continuation: str) -> tuple[str, str]:
     return context, continuation
 
 
+def prefix_token(tok) -> int | None:
+    """lm-eval's prefix token: what an empty context is scored after (BOS, else EOS)."""
+    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+
+def lm_eval_encode(tok, text: str, add_bos: bool | None, prefix_text: str) -> list[int]:
+    """lm-eval's hf tokenization of scored text: the tokenizer's own special tokens (Llama 3 adds BOS, SmolLM2
+    none) unless `add_bos` says otherwise, and none before text that starts with the prefix token's text (a
+    rendered chat template's BOS)."""
+    if prefix_text and text.startswith(prefix_text):
+        add_bos = False
+    ids = tok.encode(text, **({} if add_bos is None else {"add_special_tokens": add_bos}))
+    bos = tok.bos_token_id
+    if add_bos and bos is not None and ids[:1] != [bos]:  # a tokenizer without a BOS rule, told to add one
+        ids = [bos] + ids
+    return ids
+
+
+def lm_eval_pair(tok, context: str, continuation: str, add_bos: bool | None = None,
+                 prefix_text: str | None = None) -> tuple[list[int], list[int]]:
+    """lm-eval's (context, continuation) tokens: tokenized whole, cut at the context's length, trailing context
+    spaces moved onto the continuation; an empty context is the prefix token."""
+    prefix = prefix_token(tok)
+    if prefix_text is None:
+        prefix_text = tok.decode([prefix]) if prefix is not None else ""
+    if context == "":
+        cont = tok.encode(continuation, add_special_tokens=False)
+        return ([prefix], cont) if not cont or cont[0] != prefix else (cont[:1], cont[1:])
+    context, continuation = split_context(context, continuation)
+    whole = lm_eval_encode(tok, context + continuation, add_bos, prefix_text)
+    n_ctx = len(lm_eval_encode(tok, context, add_bos, prefix_text))
+    return whole[:n_ctx] or [prefix], whole[n_ctx:]  # a context of spaces only: as an empty one
+
+
 def prompt_seeds(s: SamplingConfig, n_prompts: int) -> list[int] | None:
     """The per-prompt seeds of a call (None: one seed for the whole call), checked against the prompts."""
     if s.seeds is not None and len(s.seeds) != n_prompts:

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from ..config import ModelConfig, SamplingConfig
 from ..errors import UserError
-from .base import Backend, Chat, Completion, Prompt, prompt_seeds, split_context, truncate_at_stop
+from .base import Backend, Chat, Completion, Prompt, lm_eval_pair, prefix_token, prompt_seeds, truncate_at_stop
 
 
 def pick_device(device: str) -> str:
@@ -43,7 +43,10 @@ class HFBackend(Backend):
             from ..models import resolve
             path = resolve(self.cfg.name)
             try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
+                # add_bos_token reaches the tokenizer, as lm-eval's hf model passes it: a tokenizer without a BOS
+                # rule gets one, and one with it can be told to stop
+                bos = {} if self.cfg.add_bos_token is None else {"add_bos_token": self.cfg.add_bos_token}
+                tokenizer = AutoTokenizer.from_pretrained(path, **bos)
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
             except OSError as e:
                 raise UserError(f"cannot load model from {path}: {str(e).splitlines()[0][:200]}") from None
@@ -52,6 +55,13 @@ class HFBackend(Backend):
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        # lm-eval's prefix token: what an empty context is scored after, and the text that turns special tokens off
+        prefix = prefix_token(self.tok)
+        self._prefix_text = self.tok.decode([prefix]) if prefix is not None else ""
+        # settings of the model's generation_config that the shared-prefix decode loop does not reproduce: with any,
+        # every prompt goes through generate() (which builds their logits processors and stopping criteria)
+        self.loop_unsupported = loop_unsupported(self.model.generation_config)
+        self.packed_scoring = True  # turned off, with a warning, if a forward shows the model bypassed the plan
         self._torch = torch
         _register()
 
@@ -125,7 +135,7 @@ class HFBackend(Backend):
         eos = set(self._eos_ids())
         shared, plain = [], []
         for idx, p in self._prefix_groups(encoded):
-            if p >= self.SHARED_PREFIX_MIN and len(idx) * n > 1:
+            if p >= self.SHARED_PREFIX_MIN and len(idx) * n > 1 and not self.loop_unsupported:
                 shared.append((idx, p))
             else:
                 plain += idx
@@ -294,13 +304,9 @@ class HFBackend(Backend):
 
     # ---------- scoring ----------
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """lm-eval's split: tokenize context+continuation whole, the context's length decides the cut."""
-        context, continuation = split_context(context, continuation)
-        whole = self.tok(context + continuation, add_special_tokens=False).input_ids
-        n_ctx = len(self.tok(context, add_special_tokens=False).input_ids)
-        ctx, cont = whole[:n_ctx], whole[n_ctx:]
-        if not ctx:  # lm-eval scores an empty context after the end-of-text token
-            ctx = [self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id]
+        """lm-eval's tokens for a scored pair (base.lm_eval_pair: its BOS policy, its split), the context
+        left-truncated to fit max_length."""
+        ctx, cont = lm_eval_pair(self.tok, context, continuation, self.cfg.add_bos_token, self._prefix_text)
         if not cont:
             raise UserError(f"empty continuation after context {context[-40:]!r}: nothing to score")
         room = self.max_length - len(cont)
@@ -345,6 +351,31 @@ class HFBackend(Backend):
     ROW_TOKENS = 1024
 
     def _score_groups(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[float]:
+        if not self.packed_scoring:
+            return self._score_unpacked(groups)
+        return self._score_packed(groups)
+
+    def _score_unpacked(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[float]:
+        """The plain way, one right-padded row per (context, continuation) through the model's own attention: the
+        fallback where packing cannot be trusted. Same order of scores as `_score_packed`."""
+        torch = self._torch
+        rows = [(ctx, cont) for ctx, conts in groups for cont in conts]
+        scores: list[float] = []
+        for s in range(0, len(rows), self.cfg.batch_size):
+            part = rows[s:s + self.cfg.batch_size]
+            seqs = [ctx + cont[:-1] for ctx, cont in part]
+            width = max(len(q) for q in seqs)
+            ids = torch.tensor([q + [self.tok.pad_token_id] * (width - len(q)) for q in seqs], device=self.device)
+            mask = torch.tensor([[1] * len(q) + [0] * (width - len(q)) for q in seqs], device=self.device)
+            with torch.inference_mode():
+                logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            for r, (ctx, cont) in enumerate(part):
+                at = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont), device=self.device)
+                tok = torch.tensor(cont, device=self.device)
+                scores.append(float(logp[r, at, tok].double().sum()))
+        return scores
+
+    def _score_packed(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[float]:
         """One forward for a batch of (context, continuations): row = context + every continuation but its last
         token, each continuation attending to the context and to itself only, position ids restarting after the
         context for each continuation. The rows' tokens are concatenated with no padding; `packed_attention` puts
@@ -369,7 +400,7 @@ class HFBackend(Backend):
         total = max(16, offset[-1])  # CPU GEMMs switch kernels (and rounding) below 16 rows
         flat_ids = [t for ids, _, _ in rows for t in ids] + [self.tok.pad_token_id] * (total - offset[-1])
         flat_pos = [p for _, pos, _ in rows for p in pos] + [0] * (total - offset[-1])
-        plan = []  # per row width: (gather index [R, W], mask [R, 1, W, W], positions kept, their flat positions)
+        plan = _Plan()  # per row width: (gather index [R, W], mask [R, 1, W, W], positions kept, their flat positions)
         by_width: dict[int, list[int]] = {}
         for g, (ids, _, _) in enumerate(rows):
             by_width.setdefault(max(16, -(-len(ids) // self.PACK_WIDTH) * self.PACK_WIDTH), []).append(g)
@@ -391,6 +422,10 @@ class HFBackend(Backend):
             plan.append((gather.to(self.device), mask.unsqueeze(1).to(self.device),
                          torch.tensor(src, device=self.device), torch.tensor(dst, device=self.device)))
         config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        if window and max(len(ctx) + len(c) - 1 for ctx, conts in groups for c in conts) > window:
+            # the plan's masks know no sliding window: a sequence (context + option) longer than it is scored unpacked
+            return self._score_unpacked(groups)
         before = config._attn_implementation
         config._attn_implementation = PACKED_ATTENTION
         try:
@@ -401,6 +436,16 @@ class HFBackend(Backend):
                     aloekit_packed=plan).last_hidden_state[0]
         finally:
             config._attn_implementation = before
+        layers = getattr(config, "num_hidden_layers", None)
+        if plan.calls == 0 or (layers and plan.calls != layers):
+            # attention that bypasses transformers' attention interface (a custom modelling file, a hybrid with
+            # recurrent layers) would have mixed the packed continuations: these scores are wrong, never return them
+            self.packed_scoring = False
+            from ..console import warn
+            warn(f"{self.cfg.name}: the packed scorer's attention ran in {plan.calls} of {layers or '?'} layers "
+                 "(this model's attention bypasses transformers' attention interface); scoring one row per option "
+                 "instead (same numbers, slower)")
+            return self._score_unpacked(groups)
         with torch.inference_mode():
             h = hidden[torch.tensor([offset[t[0]] + t[1] for t in targets], device=self.device)]
             # the same 16-row rule for the LM head: a row's logits do not depend on what else is scored with it
@@ -415,6 +460,25 @@ class HFBackend(Backend):
             scores = torch.zeros(k, dtype=torch.float64, device=self.device)
             scores.index_add_(0, torch.tensor([t[3] for t in targets], device=self.device), picked)
         return scores.tolist()
+
+
+# generation_config keys the decode loop reproduces: the EOS ids (any of them ends a row), the sampling settings
+# (every call sets them from its SamplingConfig), and keys that change no token
+LOOP_KEYS = frozenset({
+    "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "transformers_version",
+    "_from_model_config", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "max_length",
+    "max_new_tokens", "num_return_sequences", "use_cache", "output_attentions", "output_hidden_states",
+    "output_scores", "output_logits", "return_dict_in_generate", "cache_implementation", "cache_config",
+    "compile_config", "disable_compile"})
+
+
+def loop_unsupported(generation_config) -> list[str]:
+    """The keys of a generation_config, set away from transformers' defaults, that generate() would turn into a
+    logits processor or stopping criterion the decode loop does not apply (no_repeat_ngram_size, min_new_tokens,
+    suppress_tokens, num_beams, ...)."""
+    from transformers import GenerationConfig
+    default = GenerationConfig().to_dict()
+    return sorted(k for k, v in generation_config.to_dict().items() if k not in LOOP_KEYS and v != default.get(k))
 
 
 class RowGumbel:
@@ -445,6 +509,11 @@ class RowGumbel:
 PACKED_ATTENTION = "aloekit_packed"
 
 
+class _Plan(list):
+    """The packed rows' layout, one entry per row width; `calls` counts the attention layers that used it."""
+    calls = 0
+
+
 def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """Attention for `_score_groups`' flattened batch: the tokens of all rows in one sequence (batch 1), put back
     into padded rows (`aloekit_packed`: one entry per row width) for transformers' own SDPA attention, then
@@ -454,6 +523,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     if plan is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
+    plan.calls += 1
     q0, k0, v0 = query[0], key[0], value[0]  # [heads, tokens, head_dim]
     out = query.new_zeros(q0.shape[1], q0.shape[0], q0.shape[2])  # [tokens, heads, head_dim]
     for gather, mask, src, dst in plan:

@@ -82,6 +82,10 @@ def run(cfg: EvalConfig, backend=None, answerer: Answerer | None = None,
     """Evaluate and return the results dict (also written to cfg.output/results.json when output is set).
     `--tasks` names that are not aloekit's run through lm-eval with `lm_eval_model` (eval/harness.py)."""
     ours, theirs = H.split(cfg.tasks)
+    bos = cfg.lm_eval_model_args.get("add_bos_token")
+    if bos is not None and cfg.model.add_bos_token is None:
+        # one BOS policy per run: the backend that scores aloekit's tasks (and packs lm-eval's) is told it too
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"add_bos_token": bos})})
     strategy = answerer.name if answerer is not None else None
     H.check(theirs, cfg.model, cfg.lm_eval_model_args, strategy, lm_eval_model)
     names, groups = expand(ours) if ours else ([], {})

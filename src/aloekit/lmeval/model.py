@@ -6,8 +6,8 @@
   continuation), which also says whether the continuation is the greedy one (`is_greedy`; lambada's `acc`): a
   document with one continuation (an `output_type: loglikelihood` task), a request whose tokens exceed
   `max_length` (lm-eval's left truncation), an empty context whose continuation starts with the prefix token, and
-  every request when the tokenizer adds special tokens (lm-eval's `hf` then scores after a BOS the packed scorer
-  does not add).
+  every request when the backend does not tokenize scored text as lm-eval's `hf` does (checked at load on probe
+  requests: e.g. a backend loaded by `aloekit eval` with another `add_bos_token`).
 - `loglikelihood_rolling`: lm-eval's token windows (`get_rolling_token_windows`, context 1, `max_length`), each
   scored like that; a document's windows are summed.
 - `generate_until`: the backend's `generate`, one call per distinct `generation_kwargs` (`until`, `max_gen_toks`,
@@ -72,7 +72,7 @@ class _Methods:
             device = None  # lm-eval's CLI asks for cuda:0 by default; its hf model falls back the same way
         try:
             cfg = ModelConfig(name=str(pretrained), backend="hf", dtype=dtype, device=device or "auto",
-                              batch_size=int(batch_size))
+                              batch_size=int(batch_size), add_bos_token=add_bos_token)
         except ValidationError as e:
             err = e.errors()[0]
             raise ValueError(f"aloekit-hf: model argument {'.'.join(map(str, err['loc']))}={err.get('input')!r}: "
@@ -89,13 +89,19 @@ class _Methods:
         model = self._causal_lm()
         self._device = next(model.parameters()).device
         probe = "Question: what is it?\nAnswer: yes"
-        # the packed scorer tokenizes without special tokens: it reproduces lm-eval's hf only when lm-eval's
-        # tokenization adds none either
-        self.packed_ok = self.tok_encode(probe) == self.tokenizer.encode(probe, add_special_tokens=False)
+        self.adds_special = self.tok_encode(probe) != self.tokenizer.encode(probe, add_special_tokens=False)
+        # the packed scorer reproduces lm-eval's hf only where the backend tokenizes a request as lm-eval does (its
+        # BOS policy, the empty context, a context that starts with the BOS text): checked, not assumed
+        bos = self.tokenizer.decode([self.prefix_token_id])
+        probes = [("Question: what is it?\nAnswer:", " yes"), ("", "yes"), (bos + "Q: x\nA:", " no")]
+        encode_pair = getattr(self.lm, "encode_pair", None)
+        self.packed_ok = encode_pair is not None and all(
+            tuple(map(list, encode_pair(c, x))) == tuple(map(list, self._encode(c, x))) for c, x in probes)
         if not self.packed_ok:
-            log.warning("aloekit-hf: this tokenizer adds special tokens (BOS) that lm-eval's hf model scores after "
-                        "and aloekit's packed scorer does not add; every loglikelihood request is scored "
-                        "lm-eval's way (same numbers as --model hf, not faster)")
+            log.warning("aloekit-hf: the backend tokenizes scored text differently from lm-eval's hf model here "
+                        "(add_bos_token=%s against the backend's %s); every loglikelihood request is scored "
+                        "lm-eval's way (same numbers as --model hf, not faster)", add_bos_token,
+                        getattr(getattr(self.lm, "cfg", None), "add_bos_token", None))
         self._warned_greedy = False
 
     # ---------- what lm-eval reads ----------
@@ -298,7 +304,7 @@ class _Methods:
         """The backend encodes a prompt with the tokenizer's own special tokens; lm-eval's hf adds none before a
         prompt that starts with the BOS text (a chat template's): such a prompt loses it, the tokenizer puts it back."""
         bos = self.tokenizer.bos_token
-        if not self.packed_ok and self.add_bos_token is None and bos and prompt.startswith(bos):
+        if self.adds_special and self.add_bos_token is None and bos and prompt.startswith(bos):
             return prompt[len(bos):]
         return prompt
 

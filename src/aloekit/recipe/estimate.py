@@ -90,6 +90,7 @@ def estimate_stage(plan: Plan, st: Stage) -> dict[str, Any]:
         if row["generated_tokens"]:
             hours += _gen_hours(row["generated_tokens"], p)
         row["gpu_hours"] = hours + est.extra_gpu_hours
+    row["vllm"] = vllm_engines(plan, st)
     return row
 
 
@@ -126,6 +127,7 @@ def plan_table(plan: Plan, rows: list[dict[str, Any]], chosen: list[str]) -> str
     lines += ["", f"total: ~{tot_h:.1f} GPU hours, ~{tot_d:.1f} GB disk "
                   "('?' = unknown: add estimate.train_tokens / generated_tokens to the stage)",
               f"gates: {len(plan.recipe.gates)}", f"assumptions: {ASSUMPTIONS}"]
+    lines[-2:-2] = vllm_table(rows)
     from .plan import expected_items
     by = plan.by_name()
     for i, g in enumerate(plan.recipe.gates):
@@ -134,3 +136,102 @@ def plan_table(plan: Plan, rows: list[dict[str, Any]], chosen: list[str]) -> str
                      + f"; {g.confidence * 100:g}% interval on {n if n else 'all the'} items"
                      + f"; inconclusive -> {g.on_inconclusive}")
     return "\n".join(lines)
+
+
+# --- vLLM engines: GPUs and memory per GPU ---------------------------------------------------------------------
+# vLLM takes gpu_memory_utilization x the GPU's memory up front and fills what the weights and activations leave
+# with KV cache; an engine whose weights do not fit in that share does not start. Rough by design, like the rest.
+
+H100_GIB = 80.0  # the GPU memory assumed where model.vllm.gpu_memory_gib is unset (the H100 of the estimates)
+ENGINE_OVERHEAD_GIB = 2.0  # activations at the profiled batch, CUDA graphs, NCCL buffers: per GPU, assumed
+DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}  # auto: checkpoints of this size are bf16
+VLLM_ASSUMPTIONS = (f"weights = params x dtype bytes (auto: 2) / (tensor x pipeline); KV cache = "
+                    f"gpu_memory_utilization x GPU memory (default {H100_GIB:g} GiB, an H100) - weights - "
+                    f"{ENGINE_OVERHEAD_GIB:g} GiB activations; one stage's engines share its first GPUs")
+
+
+def _vllm_dicts(node: Any, where: list) -> list[tuple[list, dict]]:
+    """Every model config of a stage config that names backend vllm, with its location."""
+    if isinstance(node, dict):
+        found = [(where, node)] if node.get("backend") == "vllm" else []
+        return found + [f for k, v in node.items() for f in _vllm_dicts(v, where + [k])]
+    if isinstance(node, list):
+        return [f for i, v in enumerate(node) for f in _vllm_dicts(v, where + [i])]
+    return []
+
+
+def vllm_engines(plan: Plan, st: Stage) -> list[dict[str, Any]]:
+    """The stage's vLLM engines (equal configs are one engine: a stage loads a model config once) with the GPUs
+    and memory per GPU each needs."""
+    from pydantic import ValidationError
+
+    from ..config import ModelConfig, VLLMSettings
+    from .plan import _where
+    by = plan.by_name()
+    engines: dict[str, dict[str, Any]] = {}
+    for loc, d in _vllm_dicts(st.config, []):
+        try:
+            mc = ModelConfig.model_validate(d)
+        except ValidationError:  # the stage's own validation reports it
+            continue
+        name = d.get("name")
+        if not name:  # "name is filled in" from the stage's model (medprompt's backend:)
+            p = _root_params(plan, st)
+        elif name.startswith("@"):
+            p = params_of(by[name[1:]].root) if by[name[1:]].root else None
+        else:
+            p = params_of(plan.recipe.models.get(name, name))
+        key = mc.model_dump_json(exclude={"name"}) + json.dumps(name or "")
+        if key in engines:
+            continue
+        v = mc.vllm or VLLMSettings()
+        mem = v.gpu_memory_gib or H100_GIB
+        shard = v.tensor_parallel_size * v.pipeline_parallel_size
+        weights = p * DTYPE_BYTES[mc.dtype] / shard / 2**30 if p else None
+        budget = v.gpu_memory_utilization * mem
+        engines[key] = {
+            "where": _where(loc), "params": p, "gpus": v.gpus, "tensor": v.tensor_parallel_size,
+            "pipeline": v.pipeline_parallel_size, "data": v.data_parallel_size,
+            "gpu_memory_utilization": v.gpu_memory_utilization, "gpu_memory_gib": mem,
+            "gpu_memory_stated": v.gpu_memory_gib is not None, "max_model_len": v.max_model_len,
+            "prefix_caching": v.enable_prefix_caching, "weights_gib_per_gpu": weights,
+            "kv_cache_gib_per_gpu": budget - weights - ENGINE_OVERHEAD_GIB if weights is not None else None}
+    return list(engines.values())
+
+
+def vllm_fit(engines: list[dict[str, Any]]) -> list[str]:
+    """Why the stage's engines do not fit their GPUs (empty: they fit, as far as the estimate can tell)."""
+    why = [f"{e['where']}: {e['weights_gib_per_gpu']:.1f} GiB of weights per GPU leave no KV cache in "
+           f"{e['gpu_memory_utilization']:g} x {e['gpu_memory_gib']:g} GiB; raise tensor_parallel_size"
+           for e in engines if e["kv_cache_gib_per_gpu"] is not None and e["kv_cache_gib_per_gpu"] <= 0]
+    share = sum(e["gpu_memory_utilization"] for e in engines)
+    if len(engines) > 1 and share > 1:
+        why.append(f"its {len(engines)} engines ({', '.join(e['where'] for e in engines)}) are loaded together "
+                   f"and ask for {share:g} of a GPU's memory; lower their gpu_memory_utilization to sum to 1 or less")
+    return why
+
+
+def vllm_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The dry run's vLLM section: per engine its GPUs (tensor x pipeline x data) and memory per GPU."""
+    rows = [r for r in rows if r.get("vllm")]
+    if not rows:
+        return []
+    lines = ["", "vLLM engines: GPUs = tensor x pipeline x data parallel; memory per GPU",
+             f"{'stage':<16} {'engine':<22} {'params':>7} {'GPUs':>4} {'tp x pp x dp':>12} {'weights':>9} "
+             f"{'KV cache':>9} {'of':>14}  context"]
+    for r in rows:
+        for e in r["vllm"]:
+            w, kv = e["weights_gib_per_gpu"], e["kv_cache_gib_per_gpu"]
+            of = f"{e['gpu_memory_utilization']:g}x{e['gpu_memory_gib']:g}" + ("" if e["gpu_memory_stated"] else "*")
+            lines.append(f"{r['stage']:<16} {e['where']:<22} {_fmt(e['params']).replace('G', 'B'):>7} "
+                         f"{e['gpus']:>4} {'%d x %d x %d' % (e['tensor'], e['pipeline'], e['data']):>12} "
+                         f"{'?' if w is None else '%.1f GiB' % w:>9} {'?' if kv is None else '%.1f GiB' % kv:>9} "
+                         f"{of + ' GiB':>14}  {e['max_model_len'] or 'model default'}"
+                         + ("" if e["prefix_caching"] else ", no prefix caching"))
+        gpus = max(e["gpus"] for e in r["vllm"])
+        if r["gpu_hours"] and gpus > 1:
+            lines.append(f"{'':<16} {'':<22} ~{r['gpu_hours'] / gpus:.1f} h wall on {gpus} GPU(s)")
+        for why in vllm_fit(r["vllm"]):
+            lines.append(f"{'':<16} DOES NOT FIT: {why}")
+    lines.append(f"(* GPU memory assumed, not stated: set model.vllm.gpu_memory_gib; {VLLM_ASSUMPTIONS})")
+    return lines
