@@ -297,26 +297,42 @@ def run_cmd(
     push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Upload the final model + card "
                                               "to this hub repo (org/name) when the run passes."),
     public: bool = typer.Option(False, "--public", help="With --push-to-hub: a public repo (default private)."),
+    machine_rank: Optional[int] = typer.Option(None, "--machine-rank", help="This machine's rank in the stages "
+                                               "launched on several machines (launch.num_machines > 1), e.g. "
+                                               "$SLURM_NODEID. Above 0: join only those stages when machine 0 "
+                                               "launches them (shared filesystem); machine 0 runs the rest."),
+    main_process_ip: Optional[str] = typer.Option(None, "--main-process-ip", help="Address of machine 0 for "
+                                                  "multi-machine stages (e.g. the first host of the Slurm job)."),
+    main_process_port: Optional[int] = typer.Option(None, "--main-process-port", help="Rendezvous port on "
+                                                    "machine 0 for multi-machine stages (default 29500)."),
+    join_timeout: float = typer.Option(24 * 3600.0, "--join-timeout", help="Seconds a machine of rank > 0 waits "
+                                       "for machine 0 to launch each stage."),
 ) -> None:
     """Run a recipe: data -> sft -> merge -> dpo -> redteam -> dpo -> eval -> report, skipping finished stages."""
     from .config import load_config
     from .recipe import GateFailed, RecipeConfig
     from .recipe import run as run_recipe
+    from .recipe.run import Machine
     cfg = load_config(RecipeConfig, recipe, sets)
     report = cfg.report and not no_report
     if push_to_hub and not report:
         raise UserError("--push-to-hub needs the model card: drop --no-report")
+    if join_timeout <= 0:
+        raise UserError(f"--join-timeout: {join_timeout:g} is not a number of seconds above 0")
+    machine = Machine(machine_rank, main_process_ip, main_process_port, join_timeout)
     kw = dict(recipe_file=str(recipe), output=str(output) if output else None, from_=from_, until=until, only=only,
-              force=force)
+              force=force, machine=machine)
     if dry_run:
         run_recipe(cfg, dry_run=True, **kw)
         return
     try:
-        run_recipe(cfg, **kw)
+        result = run_recipe(cfg, **kw)
     except GateFailed:
         if report:  # a run stopped by a gate needs its report most; nothing is pushed
             _report(Path(output or cfg.output), None, not public)
         raise
+    if "joined" in result:  # a machine of rank > 0: machine 0 writes the report and says how to serve the model
+        return
     if report:
         _report(Path(output or cfg.output), push_to_hub, not public)
     if not (from_ or until or only):  # a whole run ends with a released model: say how to try it

@@ -33,11 +33,41 @@ from ..prompts import SystemPrompt
 
 
 class Launch(StrictModel):
-    """Run a training stage as a distributed job (`accelerate launch`) instead of in-process."""
+    """Run a training stage as a distributed job (`accelerate launch`) instead of in-process. On several machines
+    every machine runs the same recipe: machine 0 (`aloekit run`) runs every stage, the others (`aloekit run
+    --machine-rank K`) join only the stages launched on several machines (docs/train.md, Multi-node)."""
 
     accelerate_config: str | None = Field(None, description="accelerate YAML (DDP, DeepSpeed ZeRO-3, FSDP)")
-    num_processes: int = Field(1, ge=1)
+    num_processes: int = Field(1, ge=1, description="processes of the whole job, on all machines together "
+                                                    "(accelerate's meaning): 2 nodes x 8 GPUs is 16")
     num_machines: int = Field(1, ge=1)
+    # Where the machines of one job meet, not what the stage computes: excluded from dumps, so the stage key
+    # (plan.py hashes the dump) and the run's recipe.yaml are the same on every machine and for every job.
+    machine_rank: int = Field(0, ge=0, exclude=True,
+                              description="this machine's rank; usually given per machine: --machine-rank")
+    main_process_ip: str | None = Field(None, min_length=1, exclude=True,
+                                        description="address of machine 0 that every machine reaches; needed "
+                                                    "when num_machines > 1 (or --main-process-ip)")
+    main_process_port: int | None = Field(None, ge=1, le=65535, exclude=True,
+                                          description="rendezvous port on machine 0 (accelerate's default 29500)")
+
+    @model_validator(mode="after")
+    def _machines(self):
+        if self.num_processes % self.num_machines:
+            raise ValueError(f"num_processes: {self.num_processes} processes do not split evenly over num_machines "
+                             f"{self.num_machines} (num_processes counts the processes of all machines together)")
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank: {self.machine_rank} is not below num_machines {self.num_machines} "
+                             "(ranks count from 0)")
+        return self
+
+    def address_error(self) -> str | None:
+        """Why this launch cannot start yet: the address is usually known only when the job starts (a flag), so the
+        recipe file may leave it out and only a run checks it."""
+        if self.num_machines > 1 and not self.main_process_ip:
+            return (f"main_process_ip: needed with num_machines {self.num_machines} (the address of machine 0 that "
+                    "every machine reaches); set it in the recipe or pass --main-process-ip")
+        return None
 
 
 class Estimate(StrictModel):

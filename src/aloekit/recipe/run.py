@@ -15,21 +15,31 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from .. import console as con
 from ..config import dump_config
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text
-from .config import RecipeConfig, check_model_card
+from .config import Launch, RecipeConfig, check_model_card
 from .gates import check as check_gate
 from .gates import load_items
 from .plan import Plan, Stage, build_plan, inputs_of, makes_model, output_of, resolved_config
-from .stages import build_config, require_extras, run_stage, validate_static
+from .stages import LAUNCH_FILE, build_config, join_launch, launched, require_extras, run_stage, validate_static
 
 DONE = "stage.json"
+
+
+class JoinFailed(UserError):
+    """A machine of rank > 0 has nothing left to join: machine 0 stopped, or never announced the stage in time. One
+    line and exit 1: the input may be fine, machine 0's own output says why."""
+
+    exit_code = 1
 
 
 class GateFailed(UserError):
@@ -102,7 +112,7 @@ class Runner:
             st.dir.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
             try:
-                metrics = run_stage(st.spec, cfg, inputs_of(self.plan, st), st.dir, st.launch)
+                metrics = run_stage(st.spec, cfg, inputs_of(self.plan, st), st.dir, st.launch, st.key)
             except BaseException:
                 row["status"] = "failed"
                 row["seconds"] = round(time.time() - t0, 1)
@@ -180,13 +190,132 @@ def validate(plan: Plan) -> None:
                             "exist")
 
 
+@dataclass
+class Machine:
+    """This machine's part in stages launched on several machines (`aloekit run` flags, which win over the
+    recipe's launch: the rank and the address are known only when the job starts)."""
+
+    rank: int | None = None
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+    join_timeout: float = 24 * 3600.0  # seconds a machine of rank > 0 waits for machine 0 to launch each stage
+
+    def flags(self) -> dict[str, Any]:
+        return {k: v for k, v in (("machine_rank", self.rank), ("main_process_ip", self.main_process_ip),
+                                  ("main_process_port", self.main_process_port)) if v is not None}
+
+
+FLAG = {"machine_rank": "--machine-rank", "main_process_ip": "--main-process-ip",
+        "main_process_port": "--main-process-port"}
+
+
+def multi_machine(plan: Plan) -> list[Stage]:
+    """Stages whose distributed job spans several machines: the only ones a machine of rank > 0 takes part in."""
+    return [st for st in plan.stages if launched(st.spec, st.launch) and st.launch.num_machines > 1]
+
+
+def apply_machine(plan: Plan, machine: Machine) -> int:
+    """Put the command line's rank and address into every multi-machine stage; returns this machine's rank."""
+    flags = machine.flags()
+    multi = multi_machine(plan)
+    if flags and not multi:
+        raise UserError(f"{FLAG[next(iter(flags))]}: no stage of this recipe runs on more than one machine "
+                        "(a training stage's launch.num_machines)")
+    for st in multi:
+        current = {k: getattr(st.launch, k) for k in Launch.model_fields}
+        try:
+            st.launch = Launch.model_validate({**current, **flags})
+        except ValidationError as e:
+            err = e.errors()[0]
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["loc"]:  # a field's own bound; the model check names its field in the message
+                msg = f"{'.'.join(map(str, err['loc']))}: {msg}"
+            given = " ".join(f"{FLAG[k]} {v}" for k, v in flags.items())
+            raise UserError(f"stages.{st.name}.launch with {given}: {msg}") from None
+    ranks = {st.name: st.launch.machine_rank for st in multi}
+    if len(set(ranks.values())) > 1:
+        raise UserError("launch.machine_rank differs between stages (" + ", ".join(f"{n}: {r}" for n, r in
+                        ranks.items()) + "); a machine has one rank for the whole recipe: pass --machine-rank")
+    return next(iter(ranks.values()), 0)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # not there yet, or caught between two writes on a network filesystem
+        return None
+
+
+# A launch file is trusted when written this long before the machine started waiting at most: machines start
+# seconds apart, and one left by a killed run of machine 0 is older. Assumes clocks agree to well within it.
+JOIN_SLACK_S = 600.0
+
+
+def wait_for_launch(plan: Plan, st: Stage, timeout: float, poll: float = 1.0, every: float = 60.0) -> dict:
+    """Machine 0's announcement that `st`'s job starts now (its launch file). Stops with one line when machine 0's
+    run ends first, or after `timeout` seconds."""
+    f = st.dir / LAUNCH_FILE
+    where = plan.out / "manifest.json"
+    seen = _read_json(where)  # a run that had already ended when we began is an earlier one, not machine 0's now
+    stale = seen if seen and seen.get("status") != "running" else None
+    t0 = last = time.time()
+    while True:
+        info = _read_json(f)
+        if info and info.get("key") == st.key and info.get("written", 0) >= t0 - JOIN_SLACK_S:
+            return info
+        m = _read_json(where)
+        if m and m.get("status") != "running" and not (stale and m.get("started") == stale.get("started")):
+            raise JoinFailed(f"machine {st.launch.machine_rank}: machine 0's run ended ({m.get('status')}) before "
+                             f"it launched {st.name}; see {where}")
+        now = time.time()
+        if now - t0 > timeout:
+            raise JoinFailed(f"machine {st.launch.machine_rank}: machine 0 did not launch {st.name} within "
+                             f"{timeout:g} s (no {f}); do all machines see the same filesystem and run the same "
+                             "recipe with the same --output? (--join-timeout sets the wait)")
+        if now - last >= every:
+            state = m.get("status") if m else f"not started in {plan.out}"
+            con.note(f"machine {st.launch.machine_rank}: waiting for machine 0 to launch {st.name} "
+                     f"({(now - t0) / 60:.0f} min; machine 0's run: {state})")
+            last = now
+        time.sleep(poll)
+
+
+def join(plan: Plan, chosen: list[str], rank: int, force: bool, timeout: float) -> dict[str, Any]:
+    """A machine of rank > 0: take part in the multi-machine stages only, each when machine 0 launches it. Machine 0
+    runs the other stages (data, merge, evaluations) and owns the run directory's files."""
+    by = plan.by_name()
+    multi = {st.name for st in multi_machine(plan)}
+    joined: list[str] = []
+    for n in chosen:
+        st = by[n]
+        if n not in multi:
+            continue
+        if not force and is_done(st) is not None:
+            con.note(f"[dim]{n}: finished earlier ({st.dir.name}); skipped[/dim]")
+            continue
+        con.note(f"machine {rank}: waiting for machine 0 to launch {n} ({st.dir / LAUNCH_FILE})")
+        info = wait_for_launch(plan, st, timeout)
+        if info.get("main_process_port") != st.launch.main_process_port:
+            raise UserError(f"stages.{n}.launch.main_process_port: {st.launch.main_process_port} on machine "
+                            f"{rank}, {info.get('main_process_port')} on machine 0; give every machine the same "
+                            "--main-process-port")
+        con.note(f"[bold]{n}[/bold] ({st.kind}) machine {rank} of {st.launch.num_machines} -> {st.dir}")
+        join_launch(st.spec, st.dir, st.launch)
+        joined.append(n)
+    con.note(f"machine {rank}: joined {', '.join(joined) or 'no stage'}; machine 0 runs the other stages")
+    return {"machine_rank": rank, "joined": joined}
+
+
 def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | None = None,
         from_: str | None = None, until: str | None = None, only: list[str] | None = None, force: bool = False,
-        dry_run: bool = False) -> dict[str, Any]:
+        dry_run: bool = False, machine: Machine | None = None) -> dict[str, Any]:
     """Run the plan; returns the recipe manifest (with dry_run: the plan's estimates). A gate that stops the run
     raises GateFailed once the manifest is saved. The report and the model card are the caller's (aloekit/cli.py
-    writes them from the run directory)."""
+    writes them from the run directory). `machine` with a rank > 0: join machine 0's multi-machine stages only;
+    returns {"machine_rank", "joined"}."""
+    machine = machine or Machine()
     plan = build_plan(recipe, output)
+    rank = apply_machine(plan, machine)
     validate(plan)
     chosen = select(plan, from_, until, only)
     if dry_run:
@@ -196,6 +325,9 @@ def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | N
         return {"plan": rows, "selected": chosen}
 
     by = plan.by_name()
+    for st in multi_machine(plan):
+        if st.name in chosen and st.launch.address_error():
+            raise UserError(f"stages.{st.name}.launch.{st.launch.address_error()}")
     for n in chosen:  # a missing extra stops the run now, not after hours of earlier stages
         require_extras(by[n].spec, build_config(by[n].spec, resolved_config(plan, by[n]), f"stages.{n}", None),
                        by[n].launch, f"stages.{n}")
@@ -205,6 +337,8 @@ def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | N
             if d not in chosen and is_done(by[d]) is None:
                 raise UserError(f"stage {n} needs the output of {d}, which has not finished with this config; "
                                 f"run {d} first (drop --from/--only, or add --only {d})")
+    if rank > 0:  # machine 0 owns the run directory: no recipe.yaml, manifest or stage outputs from here
+        return join(plan, chosen, rank, force, machine.join_timeout)
     plan.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(plan.out / "recipe.yaml", dump_config(recipe))
     runner = Runner(plan, recipe_file)

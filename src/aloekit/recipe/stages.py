@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +53,69 @@ def _deepspeed(accelerate_config: str) -> bool:
     return isinstance(cfg, dict) and cfg.get("distributed_type") == "DEEPSPEED"
 
 
-def run_stage(stage: Stage, obj: Any, inputs: dict[str, Path], out: Path, launch=None) -> dict[str, float]:
-    """Run one stage into `out`; returns the metrics map of the run directory's manifest."""
+def run_stage(stage: Stage, obj: Any, inputs: dict[str, Path], out: Path, launch=None,
+              key: str | None = None) -> dict[str, float]:
+    """Run one stage into `out`; returns the metrics map of the run directory's manifest. `key`: the stage key,
+    named in the launch file that machines of rank > 0 wait for."""
     if launched(stage, launch):
-        _launch(stage, obj, out, launch)
+        _launch(stage, obj, out, launch, key)
     else:
         out = Path(stage.run(obj, inputs, out))
     return metrics(out)
 
 
-def _launch(stage: Stage, obj: Any, out: Path, launch) -> None:
-    """A distributed stage: the same `aloekit` verb under `accelerate launch`."""
-    from ..io import atomic_write_text
-    cfg_file = out / "stage_config.yaml"
-    atomic_write_text(cfg_file, dump_config(obj))
+LAUNCH_FILE = "launch.json"  # in the stage directory while machine 0's launch of a multi-machine stage runs
+CONFIG_FILE = "stage_config.yaml"
+
+
+def launch_command(stage: Stage, cfg_file: Path, launch) -> list[str]:
+    """The `accelerate launch` command line of one machine: the stage's own verb on `cfg_file`."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launch.num_processes),
            "--num_machines", str(launch.num_machines)]
     if launch.accelerate_config:
         cmd += ["--config_file", launch.accelerate_config]
-    cmd += ["-m", "aloekit.cli", *stage.command, str(cfg_file)]
-    r = subprocess.run(cmd)
+        if launch.num_machines > 1 and _deepspeed(launch.accelerate_config):
+            # every machine runs its own launcher (a recipe worker, an srun task); DeepSpeed's default, pdsh, would
+            # have machine 0 start the others over ssh a second time
+            cmd += ["--deepspeed_multinode_launcher", "standard"]
+    else:
+        # without it accelerate picks its simple launcher whenever it sees fewer than two GPUs (a CPU host, one
+        # GPU per node) and that starts ONE process whatever num_processes says; --multi_gpu is its torchrun
+        # launcher, whose processes fall back to CPU and gloo on a host without GPUs
+        cmd += ["--multi_gpu"]
+    if launch.num_machines > 1:
+        cmd += ["--machine_rank", str(launch.machine_rank), "--main_process_ip", str(launch.main_process_ip)]
+    if launch.main_process_port is not None:
+        cmd += ["--main_process_port", str(launch.main_process_port)]
+    return cmd + ["-m", "aloekit.cli", *stage.command, str(cfg_file)]
+
+
+def _launch(stage: Stage, obj: Any, out: Path, launch, key: str | None) -> None:
+    """A distributed stage: the same `aloekit` verb under `accelerate launch`. On several machines, the launch
+    file tells the other machines' `aloekit run --machine-rank K` that this stage's job is starting now."""
+    from ..io import atomic_write_json, atomic_write_text
+    cfg_file = out / CONFIG_FILE
+    atomic_write_text(cfg_file, dump_config(obj))
+    cmd = launch_command(stage, cfg_file, launch)
+    announce = launch.num_machines > 1
+    if announce:
+        atomic_write_json(out / LAUNCH_FILE, {
+            "key": key, "kind": stage.kind, "written": time.time(), "config": CONFIG_FILE,
+            "num_processes": launch.num_processes, "num_machines": launch.num_machines,
+            "main_process_ip": launch.main_process_ip, "main_process_port": launch.main_process_port})
+    try:
+        r = subprocess.run(cmd)
+    finally:
+        if announce:  # a finished (or failed) launch is nothing to join: a rerun writes a fresh file
+            (out / LAUNCH_FILE).unlink(missing_ok=True)
     if r.returncode != 0:
         raise RuntimeError(f"{stage.kind} stage: `{' '.join(cmd)}` exited with {r.returncode}")
+
+
+def join_launch(stage: Stage, out: Path, launch) -> None:
+    """A machine of rank > 0: the launch machine 0 announced in `out`, with this machine's rank."""
+    cmd = launch_command(stage, out / CONFIG_FILE, launch)
+    r = subprocess.run(cmd)
+    if r.returncode != 0:
+        raise RuntimeError(f"{stage.kind} stage (machine {launch.machine_rank}): `{' '.join(cmd)}` exited with "
+                           f"{r.returncode}")

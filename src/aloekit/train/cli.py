@@ -1,4 +1,5 @@
-"""`aloekit train sft|dpo CONFIG` verbs."""
+"""`aloekit train sft|dpo CONFIG` verbs. Distributed, each runs under `accelerate launch -m aloekit.cli train
+sft CONFIG` on every machine (configs/slurm/); global rank 0 writes the files (train/common.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def sft_cmd(config: Path = typer.Argument(..., help="SFT YAML (see configs/sft_d
     from ..config import load_config
     from .config import SFTConfig
     from .sft import run
-    print(json.dumps(run(load_config(SFTConfig, config, sets)), indent=2))
+    _print(run(load_config(SFTConfig, config, sets)))
 
 
 @train_app.command("dpo")
@@ -28,7 +29,15 @@ def dpo_cmd(config: Path = typer.Argument(..., help="DPO YAML with a list of sta
     from ..config import load_config
     from .config import DPOConfig
     from .dpo import run
-    print(json.dumps(run(load_config(DPOConfig, config, sets)), indent=2))
+    _print(run(load_config(DPOConfig, config, sets)))
+
+
+def _print(metrics: dict) -> None:
+    from .common import is_main_process
+    # under `accelerate launch` every process runs the verb; the others have no metrics, and a job of many
+    # machines should print one result, not one `{}` per process
+    if is_main_process():
+        print(json.dumps(metrics, indent=2))
 
 
 def register(app: typer.Typer) -> None:
