@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
@@ -195,22 +196,45 @@ def load_policy(path: str, cfg: TrainCommon):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
 
 
+@contextmanager
+def _without_zero3_init():
+    """Rank 0 alone loads the base to merge into. Under ZeRO-3, transformers (and PEFT) would build that model
+    partitioned across the ranks (deepspeed.zero.Init), a collective the other ranks never join: it would hang, or
+    give a base of empty shards. transformers keeps its switch in a module-level weak reference, so it is unset for
+    the load and put back for the rest of the run (evaluation, a next DPO stage)."""
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:
+        yield
+        return
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = ref
+
+
 def _merged_from_adapter(model, tmp: Path, state_dict=None):
     """LoRA merged into a full-precision copy of the base, read from disk: a 4-bit base (QLoRA) would only give a
-    lossy 4-bit merge, and an FSDP-sharded one cannot be merged in place (its adapter comes from `state_dict`)."""
+    lossy 4-bit merge, and a sharded one (FSDP, ZeRO-3) cannot be merged in place (its adapter comes from
+    `state_dict`, gathered from the shards)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
     adapter = tmp / "_adapter"
     model.save_pretrained(adapter, state_dict=state_dict)
-    base = AutoModelForCausalLM.from_pretrained(model.peft_config["default"].base_model_name_or_path, dtype="auto")
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    with _without_zero3_init():
+        base = AutoModelForCausalLM.from_pretrained(model.peft_config["default"].base_model_name_or_path,
+                                                    dtype="auto")
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     shutil.rmtree(adapter)
     return merged
 
 
 def save_final(model, tok, out: Path, merge_lora: bool, state_dict=None) -> Path:
     """Write the trained model as a plain HF folder, atomically (LoRA merged unless asked otherwise).
-    `state_dict`: the full weights gathered from FSDP shards (all ranks take part in gathering; rank 0 saves)."""
+    `state_dict`: the weights gathered from FSDP or ZeRO-3 shards (see gather_full_state; rank 0 saves). With a
+    LoRA adapter it may hold the adapter's weights only: the base is read from disk for the merge."""
     from peft import PeftModel
     with atomic_dir(out) as tmp:
         if isinstance(model, PeftModel) and merge_lora:
@@ -226,15 +250,57 @@ def save_final(model, tok, out: Path, merge_lora: bool, state_dict=None) -> Path
     return out
 
 
+def zero3_engine(trainer):
+    """The DeepSpeed engine when it partitions the parameters themselves (ZeRO-3), else None. Under ZeRO-1/2 each
+    rank keeps whole parameters (only optimizer state and gradients are partitioned), as under DDP."""
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        return None
+    engine = trainer.deepspeed
+    return engine if engine is not None and engine.zero_optimization_partition_weights() else None
+
+
+def gather_full_state(trainer):
+    """The complete weights for the final save where each rank holds only shards (FSDP, ZeRO-3), else None (the
+    model can save itself). Collective: every rank calls it; DeepSpeed returns the weights on rank 0 only (None on
+    the others), FSDP as accelerate gathers them.
+
+    ZeRO-3: `save_pretrained` on rank 0 would write its own partitions, zero-sized tensors that no loader accepts.
+    DeepSpeed's consolidation (what the Trainer's save_model uses) gathers one module at a time in the engine's
+    16-bit (or fp32) dtype. It is called directly rather than through accelerate's get_state_dict, which refuses
+    unless `zero3_save_16bit_model` is set: that flag decides the Trainer's checkpoints, while this folder is what
+    the next stage loads, so it is always gathered. With LoRA only the trainable adapter is gathered (the frozen
+    base is read from disk for the merge), as the Trainer does for PEFT models."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return trainer.accelerator.get_state_dict(trainer.model)
+    engine = zero3_engine(trainer)
+    if engine is None:
+        return None
+    consolidate = getattr(engine, "_zero3_consolidated_16bit_state_dict", None)
+    if consolidate is None:
+        import deepspeed
+        raise RuntimeError(f"deepspeed {deepspeed.__version__} has no _zero3_consolidated_16bit_state_dict, which "
+                           "aloekit uses to gather ZeRO-3 weights for the final save (tested with 0.19.8); the "
+                           "checkpoints hold the partitioned state, from which deepspeed's zero_to_fp32.py rebuilds "
+                           "the weights")
+    from peft import PeftModel
+    adapter_only = isinstance(trainer.accelerator.unwrap_model(trainer.model), PeftModel)
+    return consolidate(exclude_frozen_parameters=adapter_only)
+
+
 def eval_before(trainer, before_file: Path, has_eval: bool, main: bool) -> None:
     """Held-out metrics of the starting policy, once per run (a resumed run keeps the first measurement).
     Every rank decides before rank 0 can write the file, since evaluate() synchronises the ranks.
-    Under FSDP2, accelerate prepares model and optimizer together and refuses an evaluate() before train(), so there
-    the measurement runs at the start of train(), before the first step, and its seconds are kept in
-    `trainer.aloekit_eval_before_s` to be taken off the training time."""
+    Under FSDP2, accelerate prepares model and optimizer together and refuses an evaluate() before train(); under
+    DeepSpeed an evaluate() first builds an inference-only engine, and train() then fails at its first backward
+    ('NoneType' object has no attribute 'backward', seen with ZeRO-3 on CPU). There the measurement runs at the start
+    of train(), before the first step, and its seconds are kept in `trainer.aloekit_eval_before_s` to be taken off
+    the training time. Under DDP (any run of several processes) too: an evaluate() before train() marks the model as
+    prepared unwrapped, so train() never wraps it in DistributedDataParallel and each rank then trains alone on its
+    shard, silently (found by tests/test_multinode.py: rank 0 saved a model trained on half of each batch)."""
     if not has_eval or before_file.is_file():
         return
-    if not getattr(trainer, "is_fsdp_enabled", False):
+    if not (getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
+            or getattr(getattr(trainer, "args", None), "world_size", 1) > 1):
         before = trainer.evaluate()
         if main:
             atomic_write_json(before_file, before)
@@ -268,11 +334,16 @@ def train_and_save(trainer, resume: str | None, tok, out: Path, merge_lora: bool
         result = trainer.train(resume_from_checkpoint=resume)
         if before_save is not None:
             before_save()
-        # FSDP: every rank takes part in gathering the full weights from the shards; rank 0 writes them
-        state = trainer.accelerator.get_state_dict(trainer.model) if getattr(trainer, "is_fsdp_enabled", False) else None
+        sharded = getattr(trainer, "is_fsdp_enabled", False) or zero3_engine(trainer) is not None
+        state = gather_full_state(trainer)  # every rank takes part; rank 0 writes
         if main:
-            model = trainer.accelerator.unwrap_model(trainer.model) if state is not None else trainer.model
+            model = trainer.accelerator.unwrap_model(trainer.model) if sharded else trainer.model
+            if sharded and state is None:
+                raise RuntimeError("the weights gathered for the final save did not reach this process (rank 0)")
             save_final(model, tok, out, merge_lora, state_dict=state)
+        # the other ranks go on to read what rank 0 writes (a next DPO stage loads this folder as its policy):
+        # without waiting they found it missing (seen under ZeRO-3 with two chained stages)
+        trainer.accelerator.wait_for_everyone()
         return result
     except OSError as e:
         ue = translate_os_error(e, ckpt_dir)
