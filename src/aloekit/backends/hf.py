@@ -351,7 +351,11 @@ class HFBackend(Backend):
     ROW_TOKENS = 1024
 
     def _score_groups(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[float]:
-        if not self.packed_scoring:
+        window = getattr(self.model.config, "sliding_window", None)
+        # the plan's masks know no sliding window: a sequence (context + option) longer than it is scored unpacked;
+        # decided before any of the plan is built
+        if not self.packed_scoring or (window and max(len(ctx) + len(c) - 1 for ctx, conts in groups
+                                                      for c in conts) > window):
             return self._score_unpacked(groups)
         return self._score_packed(groups)
 
@@ -422,10 +426,6 @@ class HFBackend(Backend):
             plan.append((gather.to(self.device), mask.unsqueeze(1).to(self.device),
                          torch.tensor(src, device=self.device), torch.tensor(dst, device=self.device)))
         config = self.model.config
-        window = getattr(config, "sliding_window", None)
-        if window and max(len(ctx) + len(c) - 1 for ctx, conts in groups for c in conts) > window:
-            # the plan's masks know no sliding window: a sequence (context + option) longer than it is scored unpacked
-            return self._score_unpacked(groups)
         before = config._attn_implementation
         config._attn_implementation = PACKED_ATTENTION
         try:

@@ -326,8 +326,9 @@ def run(recipe: RecipeConfig, *, recipe_file: str | None = None, output: str | N
 
     by = plan.by_name()
     for st in multi_machine(plan):
-        if st.name in chosen and st.launch.address_error():
-            raise UserError(f"stages.{st.name}.launch.{st.launch.address_error()}")
+        why = st.launch.address_error() if st.name in chosen else None
+        if why:
+            raise UserError(f"stages.{st.name}.launch.{why}")
     for n in chosen:  # a missing extra stops the run now, not after hours of earlier stages
         require_extras(by[n].spec, build_config(by[n].spec, resolved_config(plan, by[n]), f"stages.{n}", None),
                        by[n].launch, f"stages.{n}")
